@@ -1,0 +1,3 @@
+from bpfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The `bpfs` command: mount, umount, refresh, demo.
+
+A user mistake (bad config, missing mount point, refused credentials) is one line on
+stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bpfs import __version__
+from bpfs.config import find_config, load_config
+from bpfs.daemon import Readiness, daemonize
+from bpfs.errors import BpfsError
+from bpfs.logs import setup_logging
+from bpfs.mounting import check_mountpoint, mounted_fuse, serve, unmount
+from bpfs.options import parse_options
+
+log = logging.getLogger("bpfs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpfs",
+        description="Mount a Basepair account (genomes, samples, analyses and their files) as a directory tree.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    mount = sub.add_parser("mount", help="mount an account", description="Mount a Basepair account.")
+    mount.add_argument("mountpoint")
+    mount.add_argument("-c", "--config", help="config file (default: $BP_CONFIG_FILE, ~/.basepair/config.json)")
+    mount.add_argument("-f", "--foreground", action="store_true", help="stay attached; Ctrl-C unmounts")
+    mount.add_argument("-o", dest="options", action="append", metavar="OPTION[,OPTION...]",
+                       help="mount options: ro, allow_other, allow_delete, uid=, gid=, umask=, list_ttl=, "
+                            "running_ttl=, cache_mb=, part_mb=, readers=, genome=, datatype=, platform=, "
+                            "default_workflow=")
+    mount.add_argument("--debug", action="store_true", help="log every request (secrets are scrubbed)")
+    mount.add_argument("--log-file", help="log file (default ~/.cache/bpfs/bpfs.log)")
+
+    umount = sub.add_parser("umount", help="unmount", description="Unmount a bpfs mount.")
+    umount.add_argument("mountpoint")
+    umount.add_argument("--lazy", action="store_true", help="detach now even if busy (fusermount -uz)")
+
+    demo = sub.add_parser("demo", help="mount a local emulated account (no Basepair login needed)",
+                          description="Start the bundled Basepair emulator and mount it; Ctrl-C stops both.")
+    demo.add_argument("mountpoint", nargs="?", default="~/basepair-demo")
+    demo.add_argument("-o", dest="options", action="append", metavar="OPTION[,OPTION...]")
+    demo.add_argument("--dialect", choices=("v1", "v3"), default="v3", help="API dialect the demo speaks")
+    demo.add_argument("--debug", action="store_true")
+    demo.add_argument("--log-file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "mount":
+            return cmd_mount(args)
+        if args.command == "umount":
+            unmount(args.mountpoint, lazy=args.lazy)
+            return 0
+        if args.command == "demo":
+            return cmd_demo(args)
+    except BpfsError as exc:
+        print(f"bpfs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    options = parse_options(args.options)
+    config = load_config(find_config(args.config))
+    mountpoint = check_mountpoint(args.mountpoint)
+    for warning in config.warnings:
+        print(f"bpfs: warning: {warning}", file=sys.stderr)
+    readiness = Readiness(None) if args.foreground else daemonize()  # before any thread or socket exists
+    log_path = setup_logging(args.log_file, args.debug, [config.api_key, config.aws_secret or ""],
+                             stderr=args.foreground)
+    for warning in config.warnings:
+        log.warning(warning)
+    try:
+        serve(config, options, mountpoint, on_ready=readiness.ready, debug=args.debug)
+    except BpfsError as exc:
+        log.error("mount failed: %s", exc)
+        readiness.failed(str(exc))
+        if args.foreground:
+            raise
+        return 1
+    except Exception as exc:
+        log.exception("mount failed")
+        readiness.failed(f"mount failed: {exc} (details in {log_path})")
+        if args.foreground:
+            raise BpfsError(f"mount failed: {exc} (details in {log_path})") from None
+        return 1
+    if readiness.fd is not None:  # the loop ended before init: libfuse refused the mount
+        readiness.failed(f"libfuse could not mount {mountpoint} (details in {log_path})")
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bpfs.emulator import Emulator  # the emulator never loads in a real mount
+
+    options = parse_options(args.options)
+    mountpoint = os.path.abspath(os.path.expanduser(args.mountpoint))
+    Path(mountpoint).mkdir(parents=True, exist_ok=True)
+    mountpoint = check_mountpoint(mountpoint)
+    setup_logging(args.log_file, args.debug, [], stderr=True)
+    print("bpfs demo: generating the demo account (a few seconds)...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bpfs-demo-") as tmp, Emulator() as emulator:
+        config_path = emulator.write_config(Path(tmp) / "config.json", dialect=args.dialect)
+        config = load_config(config_path)
+
+        def ready() -> None:
+            print(f"bpfs demo: the emulated account is mounted at {mountpoint}\n"
+                  f"  try:  ls {mountpoint}/analyses/10000\n"
+                  f"        cat {mountpoint}/genomes/index.tsv\n"
+                  f"        samtools view {mountpoint}/analyses/10000/bam/liver_rep1.bam chr1:10000-20000 | head\n"
+                  f"  config: {config_path}; press Ctrl-C to unmount and stop", file=sys.stderr, flush=True)
+
+        try:
+            serve(config, options, mountpoint, on_ready=ready, debug=args.debug)
+        finally:
+            if mounted_fuse(mountpoint):
+                unmount(mountpoint, lazy=True)
+    print("bpfs demo: unmounted and stopped", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,45 @@
+"""Errors that carry the errno a FUSE callback returns, plus a message for the log.
+
+Every layer below the FUSE adapter raises these; the adapter only maps `.errno`.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class BpfsError(Exception):
+    """Base class: a user-facing one-line message and the errno to hand to the kernel."""
+
+    errno: int = _errno.EIO
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        if errno is not None:
+            self.errno = errno
+
+
+class NotFound(BpfsError):
+    errno = _errno.ENOENT
+
+
+class AccessDenied(BpfsError):
+    """Credentials refused (HTTP 401/403) or a write outside the drop box."""
+
+    errno = _errno.EACCES
+
+
+class ReadOnly(BpfsError):
+    errno = _errno.EROFS
+
+
+class RemoteError(BpfsError):
+    """The API or S3 failed after retries (or answered something unusable)."""
+
+    errno = _errno.EIO
+
+
+class ConfigError(BpfsError):
+    """A missing or invalid config file: reported to the user before anything is mounted."""
+
+    errno = _errno.EINVAL

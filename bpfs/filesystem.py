@@ -1,0 +1,179 @@
+"""The filesystem's operations in plain Python, free of FUSE.
+
+The FUSE adapter (`fuseops`) only translates; everything here raises `BpfsError`s that
+carry their errno, so the semantics can be tested without a mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import threading
+from dataclasses import dataclass
+
+from bpfs.errors import AccessDenied, BpfsError, ReadOnly
+from bpfs.namespace import Entry, Namespace
+from bpfs.options import MountOptions
+from bpfs.reader import Reader, ReaderFactory
+from bpfs.stats import Stats
+
+log = logging.getLogger("bpfs.fs")
+
+BLOCK_SIZE = 1 << 20  # st_blksize: tells cp and friends to read in 1 MiB requests
+
+
+@dataclass
+class OpenFile:
+    path: str
+    entry: Entry
+    data: bytes | None = None  # generated content, fixed at open
+    reader: Reader | None = None
+    keep_cache: bool = False  # the kernel may keep pages across opens (immutable objects)
+    direct_io: bool = False  # bypass the page cache (content whose size is unknown in advance)
+
+
+class Filesystem:
+    def __init__(self, namespace: Namespace, readers: ReaderFactory, stats: Stats, options: MountOptions,
+                 writer: object | None = None) -> None:
+        self.namespace, self.readers, self.stats, self.options = namespace, readers, stats, options
+        self.writer = writer  # the sample writer (samples/new/), when writes are allowed
+        self._handles: dict[int, object] = {}
+        self._next = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- metadata ----------------------------------------------------------------------------------
+    def attributes(self, entry: Entry) -> dict:
+        mode = entry.mode & ~self.options.umask if entry.is_dir else entry.mode & ~(self.options.umask & 0o222)
+        if self.options.ro:
+            mode &= ~0o222
+        mtime_ns = int(entry.mtime * 1e9)
+        return {
+            "st_mode": mode,
+            "st_nlink": 2 if entry.is_dir else 1,
+            "st_size": 4096 if entry.is_dir else entry.size,
+            "st_uid": self.options.uid,
+            "st_gid": self.options.gid,
+            "st_mtime": mtime_ns,
+            "st_ctime": mtime_ns,
+            "st_atime": mtime_ns,
+            "st_blksize": BLOCK_SIZE,
+            "st_blocks": (entry.size + 511) // 512,
+        }
+
+    def getattr(self, path: str) -> dict:
+        if self.writer is not None:
+            draft = self.writer.getattr(path)
+            if draft is not None:
+                return self.attributes(draft)
+        return self.attributes(self.namespace.lookup(path))
+
+    def readdir(self, path: str) -> list[tuple[str, dict]]:
+        entries = self.namespace.listdir(path)
+        return [(name, self.attributes(entry)) for name, entry in entries.items()]
+
+    # -- reading -----------------------------------------------------------------------------------
+    def open(self, path: str, flags: int) -> tuple[int, OpenFile | object]:
+        accmode = flags & (0o3)
+        if self.writer is not None and self.writer.owns(path):
+            handle = self.writer.open(path, flags)
+            return self._register(handle), handle
+        if accmode != 0 or flags & (0o1000 | 0o100):  # O_WRONLY/O_RDWR, O_TRUNC, O_CREAT
+            self.refuse(path, "open for writing")
+        entry = self.namespace.lookup(path)
+        if entry.is_dir:
+            raise BpfsError(f"{path}: is a directory", errno.EISDIR)
+        if entry.dynamic:
+            data = self.stats.render() if path.endswith("/stats") else b""
+            handle = OpenFile(path, entry, data=data, direct_io=True)
+        elif entry.data is not None:
+            handle = OpenFile(path, entry, data=entry.data)
+        else:
+            reader = self.readers.open(entry.bucket, entry.key or "", entry.size)
+            handle = OpenFile(path, entry, reader=reader, keep_cache=entry.immutable)
+        return self._register(handle), handle
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        handle = self._handle(fh)
+        if not isinstance(handle, OpenFile):
+            return self.writer.read(handle, size, offset)
+        if handle.data is not None:
+            chunk = handle.data[offset:offset + size]
+        else:
+            chunk = handle.reader.read(offset, size)
+        self.stats.add("bytes_served", len(chunk))
+        return chunk
+
+    def release(self, fh: int) -> None:
+        with self._lock:
+            handle = self._handles.pop(fh, None)
+        if isinstance(handle, OpenFile):
+            if handle.reader is not None:
+                handle.reader.close()
+        elif handle is not None and self.writer is not None:
+            self.writer.release(handle)
+
+    def _register(self, handle: object) -> int:
+        with self._lock:
+            fh = next(self._next)
+            self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> object:
+        with self._lock:
+            handle = self._handles.get(fh)
+        if handle is None:
+            raise BpfsError(f"bad file handle {fh}", errno.EBADF)
+        return handle
+
+    # -- writing -----------------------------------------------------------------------------------
+    def refuse(self, path: str, what: str) -> None:
+        """The contract's errno for a write outside the drop box: EROFS under -o ro, else EACCES."""
+        if self.options.ro:
+            raise ReadOnly(f"{path}: {what} refused: mounted read-only")
+        raise AccessDenied(f"{path}: {what} refused: only samples/new/ is writable")
+
+    def _writer_or_refuse(self, path: str, what: str):
+        if self.options.ro or self.writer is None or not self.writer.owns(path):
+            self.refuse(path, what)
+        return self.writer
+
+    def create(self, path: str, mode: int, flags: int) -> tuple[int, object]:
+        handle = self._writer_or_refuse(path, "create").create(path, mode)
+        return self._register(handle), handle
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self._handle(fh)
+        if isinstance(handle, OpenFile):
+            raise BpfsError(f"{handle.path}: not open for writing", errno.EBADF)
+        return self.writer.write(handle, data, offset)
+
+    def flush(self, fh: int) -> None:
+        handle = self._handle(fh)
+        if not isinstance(handle, OpenFile) and self.writer is not None:
+            self.writer.flush(handle)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._writer_or_refuse(path, "mkdir").mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        if self.writer is not None and not self.options.ro:
+            if self.writer.owns(path):
+                return self.writer.rmdir(path)
+            if len(parts) == 2 and parts[0] == "samples" and parts[1].isdigit():
+                if not self.options.allow_delete:
+                    raise AccessDenied(f"{path}: deleting a sample needs the mount option allow_delete")
+                return self.writer.delete_sample(int(parts[1]))
+        self.refuse(path, "rmdir")
+
+    def unlink(self, path: str) -> None:
+        self._writer_or_refuse(path, "unlink").unlink(path)
+
+    def truncate(self, path: str, length: int) -> None:
+        self._writer_or_refuse(path, "truncate").truncate(path, length)
+
+    def statfs(self) -> dict:
+        return {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": 0, "f_bfree": 0, "f_bavail": 0,
+                "f_files": 0, "f_ffree": 0, "f_namemax": 255}
+

@@ -1,0 +1,194 @@
+"""The FUSE adapter: mfusepy callbacks → `Filesystem`, exceptions → errno. Nothing else.
+
+This is the only module that imports mfusepy, so everything else imports without libfuse.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy would take libfuse 2 when both are installed
+import mfusepy as fuse  # noqa: E402
+
+from bpfs.errors import BpfsError  # noqa: E402
+from bpfs.filesystem import Filesystem, OpenFile  # noqa: E402
+
+log = logging.getLogger("bpfs.fuse")
+FUSE_MAJOR = fuse.fuse_version_major
+
+
+def _errno(fs: Filesystem, op: str, path: str, exc: Exception) -> fuse.FuseOSError:
+    if isinstance(exc, BpfsError):
+        code = exc.errno
+        if code != errno.ENOENT:
+            fs.stats.add("fuse_errors")
+            fs.stats.error(path, str(exc), code)
+            log.error("%s %s failed: %s (errno %s)", op, path, exc, errno.errorcode.get(code, code))
+        return fuse.FuseOSError(code)
+    if isinstance(exc, OSError) and exc.errno:
+        return fuse.FuseOSError(exc.errno)
+    fs.stats.add("fuse_errors")
+    fs.stats.error(path, f"internal error: {exc!r}", errno.EIO)
+    log.exception("%s %s failed with an internal error", op, path)
+    return fuse.FuseOSError(errno.EIO)
+
+
+def _mapped(method: Callable) -> Callable:
+    def call(self: Operations, path: str, *args):
+        try:
+            return method(self, path, *args)
+        except fuse.FuseOSError:
+            raise
+        except Exception as exc:  # every failure becomes an errno, never EINVAL by accident
+            raise _errno(self.fs, method.__name__, path or "", exc) from None
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class Operations(fuse.Operations):
+    use_ns = True
+
+    def __init__(self, fs: Filesystem, on_ready: Callable[[], None] | None = None) -> None:
+        self.fs = fs
+        self.on_ready = on_ready
+
+    def init(self, path: str) -> None:
+        if self.on_ready is not None:
+            self.on_ready()
+
+    @_mapped
+    def getattr(self, path: str, fh: int | None = None) -> dict:
+        return self.fs.getattr(path)
+
+    @_mapped
+    def readdir(self, path: str, fh: int):
+        yield "."
+        yield ".."
+        for name, attrs in self.fs.readdir(path):
+            yield name, attrs, 0
+
+    @_mapped
+    def open(self, path: str, fi) -> int:
+        fh, handle = self.fs.open(path, fi.flags)
+        fi.fh = fh
+        if isinstance(handle, OpenFile):
+            fi.keep_cache = int(handle.keep_cache)
+            fi.direct_io = int(handle.direct_io)
+        else:
+            fi.direct_io = 1  # writes stream straight through: no page cache to keep coherent
+        return 0
+
+    @_mapped
+    def create(self, path: str, mode: int, fi) -> int:
+        fh, _ = self.fs.create(path, mode, fi.flags)
+        fi.fh = fh
+        fi.direct_io = 1
+        return 0
+
+    @_mapped
+    def read(self, path: str, size: int, offset: int, fi) -> bytes:
+        return self.fs.read(fi.fh, size, offset)
+
+    @_mapped
+    def write(self, path: str, data: bytes, offset: int, fi) -> int:
+        return self.fs.write(fi.fh, data, offset)
+
+    @_mapped
+    def flush(self, path: str, fi) -> int:
+        self.fs.flush(fi.fh)
+        return 0
+
+    @_mapped
+    def release(self, path: str, fi) -> int:
+        self.fs.release(fi.fh)
+        return 0
+
+    @_mapped
+    def fsync(self, path: str, datasync: int, fi) -> int:
+        self.fs.flush(fi.fh)
+        return 0
+
+    @_mapped
+    def mkdir(self, path: str, mode: int) -> int:
+        self.fs.mkdir(path, mode)
+        return 0
+
+    @_mapped
+    def rmdir(self, path: str) -> int:
+        self.fs.rmdir(path)
+        return 0
+
+    @_mapped
+    def unlink(self, path: str) -> int:
+        self.fs.unlink(path)
+        return 0
+
+    @_mapped
+    def truncate(self, path: str, length: int, fh=None) -> int:
+        self.fs.truncate(path, length)
+        return 0
+
+    @_mapped
+    def rename(self, path: str, new: str) -> int:
+        self.fs.refuse(path, "rename")
+
+    @_mapped
+    def symlink(self, path: str, target: str) -> int:
+        self.fs.refuse(path, "symlink")
+
+    @_mapped
+    def link(self, path: str, target: str) -> int:
+        self.fs.refuse(path, "link")
+
+    @_mapped
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        self.fs.refuse(path, "mknod")
+
+    @_mapped
+    def chmod(self, path: str, mode: int) -> int:
+        self.fs.refuse(path, "chmod")
+
+    @_mapped
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self.fs.refuse(path, "chown")
+
+    @_mapped
+    def utimens(self, path: str, times=None) -> int:
+        if self.fs.writer is not None and self.fs.writer.owns(path) and not self.fs.options.ro:
+            return 0  # cp -p / touch on a file being uploaded: accepted, the API keeps its own times
+        self.fs.refuse(path, "utimens")
+
+    @_mapped
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        self.fs.refuse(path, "setxattr")
+
+    @_mapped
+    def statfs(self, path: str) -> dict:
+        return self.fs.statfs()
+
+
+def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None = None, debug: bool = False) -> None:
+    """Serve until unmounted (or SIGINT/SIGTERM, which libfuse turns into an unmount)."""
+    options = fs.options
+    kwargs: dict = {
+        "foreground": True,
+        "nothreads": False,
+        "fsname": options.fsname,
+        "subtype": "bpfs",
+        "attr_timeout": 1.0,
+        "entry_timeout": 1.0,
+        "negative_timeout": 1.0,
+        "default_permissions": True,
+    }
+    if options.ro:
+        kwargs["ro"] = True
+    if options.allow_other:
+        kwargs["allow_other"] = True
+    if debug:
+        kwargs["debug"] = True
+    fuse.FUSE(Operations(fs, on_ready), mountpoint, raw_fi=True, **kwargs)

@@ -1,0 +1,82 @@
+"""Mount options (`-o a,b=c`): parsed once, refused clearly when unknown."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from bpfs.errors import ConfigError
+
+
+@dataclass
+class MountOptions:
+    ro: bool = False  # refuse every write with EROFS
+    allow_other: bool = False  # needs user_allow_other in /etc/fuse.conf for non-root users
+    allow_delete: bool = False  # rmdir samples/<id> deletes the sample
+    uid: int = -1  # -1: the mounting user
+    gid: int = -1
+    umask: int = 0o022
+    list_ttl: float = 60.0  # seconds a listing (genomes, samples, analyses, ...) is reused
+    running_ttl: float = 10.0  # seconds the detail of a running analysis is reused
+    cache_mb: int = 512  # block cache shared by all open files, in MiB
+    part_mb: int = 8  # size of one parallel range GET while streaming
+    readers: int = 8  # concurrent range GETs across the mount
+    genome: str = ""  # defaults for samples created through samples/new/
+    datatype: str = "rna-seq"
+    platform: str = ""
+    default_workflow: str = ""
+    fsname: str = "bpfs"
+
+    def __post_init__(self) -> None:
+        if self.uid == -1:
+            self.uid = os.getuid()
+        if self.gid == -1:
+            self.gid = os.getgid()
+
+
+_FLAGS = {f.name for f in fields(MountOptions) if f.type in ("bool", bool)}
+_VALUES = {f.name: f.type for f in fields(MountOptions) if f.name not in _FLAGS}
+IGNORED = {"rw", "defaults", "noatime", "nodev", "nosuid", "_netdev", "auto", "noauto", "user", "nouser"}
+
+
+def parse_options(values: list[str] | None) -> MountOptions:
+    """Options from repeated `-o` arguments, each a comma-separated list."""
+    opts = MountOptions()
+    for group in values or ():
+        for item in group.split(","):
+            item = item.strip()
+            if not item or item in IGNORED:
+                continue
+            name, has_value, value = item.partition("=")
+            name = name.replace("-", "_")
+            if name in _FLAGS:
+                if has_value:
+                    raise ConfigError(f"mount option {name} takes no value")
+                setattr(opts, name, True)
+            elif name in _VALUES:
+                if not has_value or not value:
+                    raise ConfigError(f"mount option {name} needs a value ({name}=...)")
+                setattr(opts, name, _convert(name, _VALUES[name], value))
+            else:
+                known = ", ".join(sorted(_FLAGS | set(_VALUES)))
+                raise ConfigError(f"unknown mount option {name!r} (known: {known})")
+    return opts
+
+
+def _convert(name: str, kind: object, value: str) -> object:
+    try:
+        if name == "umask":
+            return int(value, 8)
+        if kind in ("int", int):
+            number = int(value)
+            if number < 0 or (name in ("cache_mb", "part_mb", "readers") and number == 0):
+                raise ValueError
+            return number
+        if kind in ("float", float):
+            number = float(value)
+            if number < 0:
+                raise ValueError
+            return number
+    except ValueError:
+        raise ConfigError(f"mount option {name}={value!r} is not a valid value") from None
+    return value

@@ -1,0 +1,56 @@
+"""Running counters behind `.bpfs/stats`: what a user reads when a mount feels slow."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+
+COUNTERS = (
+    "api_requests",
+    "api_errors",
+    "s3_requests",
+    "s3_errors",
+    "s3_bytes_fetched",
+    "bytes_served",
+    "cache_hits",
+    "cache_misses",
+    "uploads_in_flight",
+    "uploads_completed",
+    "uploads_failed",
+    "bytes_uploaded",
+    "fuse_errors",
+)
+
+
+class Stats:
+    """Thread-safe counters plus the last few errors (path, what failed, errno)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._errors: deque[dict] = deque(maxlen=20)
+        self.started = time.time()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + amount
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._counters.get(name, 0)
+
+    def error(self, path: str, what: str, errno: int) -> None:
+        with self._lock:
+            self._errors.append({"time": round(time.time(), 3), "path": path, "error": what, "errno": errno})
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            out: dict = dict(self._counters)
+            out["uptime_seconds"] = round(time.time() - self.started, 3)
+            out["last_errors"] = list(self._errors)
+        return out
+
+    def render(self) -> bytes:
+        return (json.dumps(self.snapshot(), indent=2, sort_keys=True) + "\n").encode()
