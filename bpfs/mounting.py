@@ -17,7 +17,7 @@ from bpfs.errors import BpfsError, ConfigError
 from bpfs.filesystem import Filesystem
 from bpfs.namespace import Namespace
 from bpfs.options import MountOptions
-from bpfs.reader import ReaderFactory
+from bpfs.prefetch import PrefetchConfig, Prefetcher
 from bpfs.s3 import ObjectClient
 from bpfs.stats import Stats
 
@@ -121,7 +121,9 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
     api, config = connect(config, stats)
     objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2))
     namespace = Namespace(api, objects, stats, list_ttl=options.list_ttl, running_ttl=options.running_ttl)
-    readers = ReaderFactory(objects)
+    readers = Prefetcher(objects, stats, PrefetchConfig(
+        part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
+        max_in_flight=max(2, options.readers) * (options.part_mb << 20)))
     return Filesystem(namespace, readers, stats, options, writer=None)
 
 

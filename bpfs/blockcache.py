@@ -1,0 +1,124 @@
+"""Byte ranges of S3 objects held in memory, shared by every open file.
+
+Not a fixed block grid: a random 4 KiB read (a BAM index lookup) caches 4 KiB, a streaming
+part caches 8 MiB. An extent is inserted *before* its bytes arrive (holding a Future), so
+two readers that want the same bytes make one request. Completed extents are evicted LRU
+once the byte budget is exceeded; extents still in flight are never evicted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+
+ObjectId = tuple[str | None, str]  # (bucket, key)
+
+
+class Extent:
+    __slots__ = ("obj", "start", "end", "future", "prefetched")
+
+    def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> None:
+        self.obj, self.start, self.end, self.prefetched = obj, start, end, prefetched
+        self.future: Future[bytes] = Future()
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class ExtentCache:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._starts: dict[ObjectId, list[int]] = {}  # sorted extent starts per object
+        self._extents: dict[ObjectId, dict[int, Extent]] = {}
+        self._lru: OrderedDict[tuple[ObjectId, int], Extent] = OrderedDict()  # completed extents only
+        self._bytes = 0  # completed + in flight
+        self.lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def claim(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> tuple[list[Extent], list[Extent]]:
+        """Extents covering [start, end): (all of them in order, the new ones the caller must fill)."""
+        with self.lock:
+            starts = self._starts.setdefault(obj, [])
+            extents = self._extents.setdefault(obj, {})
+            covering: list[Extent] = []
+            new: list[Extent] = []
+            i = bisect.bisect_right(starts, start) - 1
+            if i < 0:
+                i = 0
+            position = start
+            while position < end:
+                current = extents[starts[i]] if i < len(starts) else None
+                if current is not None and current.end <= position:
+                    i += 1
+                    continue
+                if current is not None and current.start <= position:
+                    covering.append(current)
+                    self._touch(current)
+                    position = current.end
+                    i += 1
+                    continue
+                gap_end = min(end, current.start) if current is not None else end
+                extent = Extent(obj, position, gap_end, prefetched)
+                bisect.insort(starts, position)
+                extents[position] = extent
+                self._bytes += extent.size
+                covering.append(extent)
+                new.append(extent)
+                position = gap_end
+                i = bisect.bisect_right(starts, position) - 1
+            return covering, new
+
+    def filled(self, extent: Extent, data: bytes | None, error: BaseException | None = None) -> None:
+        """Publish a fetch's outcome; a failed extent leaves the cache so the next read retries."""
+        if error is not None:
+            self.remove(extent)
+            extent.future.set_exception(error)
+            return
+        extent.future.set_result(data or b"")
+        with self.lock:
+            if self._extents.get(extent.obj, {}).get(extent.start) is extent:
+                self._lru[(extent.obj, extent.start)] = extent
+            self._evict()
+
+    def remove(self, extent: Extent) -> None:
+        with self.lock:
+            self._remove(extent)
+
+    def drop_consumed(self, obj: ObjectId, before: int) -> None:
+        """Forget prefetched extents a stream has read past: streaming 1 GiB must not fill the cache."""
+        with self.lock:
+            for start in list(self._starts.get(obj, ())):
+                if start >= before:
+                    break
+                extent = self._extents[obj][start]
+                if extent.prefetched and extent.end <= before and extent.future.done():
+                    self._remove(extent)
+
+    def _touch(self, extent: Extent) -> None:
+        key = (extent.obj, extent.start)
+        if key in self._lru:
+            self._lru.move_to_end(key)
+
+    def _remove(self, extent: Extent) -> None:
+        extents = self._extents.get(extent.obj)
+        if not extents or extents.get(extent.start) is not extent:
+            return
+        del extents[extent.start]
+        starts = self._starts[extent.obj]
+        del starts[bisect.bisect_left(starts, extent.start)]
+        if not starts:
+            del self._starts[extent.obj], self._extents[extent.obj]
+        self._lru.pop((extent.obj, extent.start), None)
+        self._bytes -= extent.size
+
+    def _evict(self) -> None:
+        while self._bytes > self.capacity and self._lru:
+            _, extent = self._lru.popitem(last=False)
+            self._lru[(extent.obj, extent.start)] = extent  # _remove pops it again
+            self._remove(extent)
