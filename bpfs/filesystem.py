@@ -170,6 +170,11 @@ class Filesystem:
     def unlink(self, path: str) -> None:
         self._writer_or_refuse(path, "unlink").unlink(path)
 
+    def rename(self, old: str, new: str) -> None:
+        if self.options.ro or self.writer is None or not (self.writer.owns(old) and self.writer.owns(new)):
+            self.refuse(old, "rename")
+        self.writer.rename(old, new)
+
     def truncate(self, path: str, length: int) -> None:
         self._writer_or_refuse(path, "truncate").truncate(path, length)
 

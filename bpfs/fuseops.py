@@ -135,7 +135,8 @@ class Operations(fuse.Operations):
 
     @_mapped
     def rename(self, path: str, new: str) -> int:
-        self.fs.refuse(path, "rename")
+        self.fs.rename(path, new)
+        return 0
 
     @_mapped
     def symlink(self, path: str, target: str) -> int:

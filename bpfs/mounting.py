@@ -136,5 +136,7 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
     try:
         fuseops.mount(fs, mountpoint, on_ready=on_ready, debug=debug)
     finally:
+        if fs.writer is not None:
+            fs.writer.shutdown()  # uploads still open are aborted and marked failed, never left half-done
         fs.readers.close()
         log.info("unmounted %s", mountpoint)
