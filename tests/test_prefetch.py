@@ -1,0 +1,172 @@
+"""The prefetcher against an in-memory object (pure logic: no network, no FUSE)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpfs.blockcache import ExtentCache
+from bpfs.errors import RemoteError
+from bpfs.prefetch import PrefetchConfig, Prefetcher
+from bpfs.stats import Stats
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+class MemoryObjects:
+    """Serves ranges of in-memory objects and counts what it was asked for."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.requests = 0
+        self.bytes = 0
+        self.fail_next = 0
+        self.lock = threading.Lock()
+
+    def get_range(self, bucket, key, start, end):
+        with self.lock:
+            self.requests += 1
+            self.bytes += end - start
+            if self.fail_next:
+                self.fail_next -= 1
+                raise RemoteError("injected")
+        return self.objects[key][start:end]
+
+
+def make(objects, **config):
+    cfg = PrefetchConfig(**{"part_size": 64 * KiB, "first_request": 96 * KiB, "min_window": 16 * KiB,
+                            "max_window": 256 * KiB, "back_tolerance": 32 * KiB, "max_in_flight": 512 * KiB,
+                            "cache_bytes": 1 * MiB, "workers": 3, **config})
+    client = MemoryObjects(objects)
+    return client, Prefetcher(client, Stats(), cfg)
+
+
+DATA = random.Random(1).randbytes(1 * MiB + 12345)  # not a multiple of the part size
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(DATA) + 1000), st.integers(0, 200 * KiB)), min_size=1, max_size=40))
+def test_any_read_sequence_returns_the_objects_bytes(reads):
+    _, p = make({"k": DATA})
+    try:
+        r = p.open("b", "k", len(DATA))
+        for offset, size in reads:
+            assert r.read(offset, size) == DATA[offset:offset + size]
+    finally:
+        p.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300 * KiB), st.integers(1, 70 * KiB))
+def test_sequential_reads_across_part_boundaries_and_eof(size, chunk):
+    data = DATA[:size]
+    _, p = make({"k": data})
+    try:
+        r = p.open("b", "k", size)
+        out = bytearray()
+        offset = 0
+        while True:
+            block = r.read(offset, chunk)
+            if not block:
+                break
+            out += block
+            offset += len(block)
+        assert bytes(out) == data
+    finally:
+        p.close()
+
+
+def test_zero_byte_object():
+    client, p = make({"k": b""})
+    try:
+        assert p.open("b", "k", 0).read(0, 4096) == b""
+        assert client.requests == 0
+    finally:
+        p.close()
+
+
+def test_random_reads_fetch_about_what_they_read():
+    client, p = make({"k": DATA})
+    try:
+        r = p.open("b", "k", len(DATA))
+        rng = random.Random(7)
+        r.read(0, 4096)  # the first read at 0 may fetch the first request
+        first = client.bytes
+        for _ in range(100):
+            offset = rng.randrange(0, len(DATA) - 4096) // 4096 * 4096
+            assert r.read(offset, 4096) == DATA[offset:offset + 4096]
+        assert client.bytes - first <= 100 * 4096
+    finally:
+        p.close()
+
+
+def test_streaming_prefetches_ahead_and_is_bounded_in_memory():
+    big = random.Random(3).randbytes(8 * MiB)
+    client, p = make({"k": big})
+    try:
+        r = p.open("b", "k", len(big))
+        for offset in range(0, len(big), 32 * KiB):
+            assert r.read(offset, 32 * KiB) == big[offset:offset + 32 * KiB]
+            assert p.cache.bytes <= 1 * MiB + 512 * KiB  # the cache budget plus what is in flight
+        assert client.bytes <= len(big) * 1.2  # nothing fetched twice (much)
+        assert client.requests < len(big) // (32 * KiB)  # fewer, larger requests than reads
+    finally:
+        p.close()
+
+
+def test_concurrent_readers_of_one_object_share_and_agree():
+    big = random.Random(4).randbytes(4 * MiB)
+    client, p = make({"k": big, "j": big[::-1]})
+    errors = []
+
+    def reader(key, seed):
+        try:
+            data = big if key == "k" else big[::-1]
+            r = p.open("b", key, len(data))
+            rng = random.Random(seed)
+            for _ in range(60):
+                offset = rng.randrange(0, len(data))
+                size = rng.randrange(1, 200 * KiB)
+                assert r.read(offset, size) == data[offset:offset + size]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=("kj"[i % 2], i)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+    finally:
+        p.close()
+
+
+def test_a_failed_fetch_fails_the_read_then_recovers():
+    client, p = make({"k": DATA})
+    try:
+        r = p.open("b", "k", len(DATA))
+        client.fail_next = 1
+        try:
+            r.read(500_000, 4096)
+        except RemoteError:
+            pass
+        else:
+            raise AssertionError("the injected failure did not surface")
+        assert r.read(500_000, 4096) == DATA[500_000:504_096]
+    finally:
+        p.close()
+
+
+def test_extent_cache_evicts_completed_extents_past_its_budget():
+    cache = ExtentCache(capacity=100)
+    for start in range(0, 1000, 50):
+        _, new = cache.claim(("b", "k"), start, start + 50, prefetched=False)
+        for e in new:
+            cache.filled(e, b"x" * 50)
+    assert cache.bytes <= 100
+    covering, new = cache.claim(("b", "k"), 0, 1000, prefetched=False)
+    assert sum(e.size for e in covering) == 1000 and len(new) >= 1
