@@ -192,4 +192,16 @@ def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None =
         kwargs["allow_other"] = True
     if debug:
         kwargs["debug"] = True
-    fuse.FUSE(Operations(fs, on_ready), mountpoint, raw_fi=True, **kwargs)
+    served = []
+
+    def ready() -> None:
+        served.append(True)
+        if on_ready is not None:
+            on_ready()
+
+    try:
+        fuse.FUSE(Operations(fs, ready), mountpoint, raw_fi=True, **kwargs)
+    except RuntimeError as exc:
+        # libfuse 3 ends its loop with 8 when SIGINT/SIGTERM unmounted it: a clean stop once it had served
+        if not (served and exc.args and exc.args[0] == 8):
+            raise
