@@ -24,9 +24,10 @@ log = logging.getLogger("bpfs.api")
 
 PAGE_SIZE = 100  # the v3 client's page size; a Tastypie server pages 20 when no limit is sent
 CONNECT_TIMEOUT = 5.0
-# Idempotent requests are retried on connection errors and 5xx with backoff 0.25, 0.5, 1 s:
-# with the read timeout that bounds one call to about (1 + RETRIES) * timeout + 2 s.
+# Idempotent requests are retried on refused connections and 5xx with backoff 0.25, 0.5, 1 s, but
+# a server that stalls is retried once only: one call costs at most 2 * (5 s + timeout) + 2 s.
 RETRIES = 3
+READ_RETRIES = 1
 
 
 def _redact(text: str) -> str:
@@ -42,7 +43,7 @@ class ApiClient:
         retry = Retry(
             total=retries,
             connect=retries,
-            read=retries,
+            read=min(retries, READ_RETRIES),
             status=retries,
             backoff_factor=0.25,
             status_forcelist=(500, 502, 503, 504),

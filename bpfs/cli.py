@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("-f", "--foreground", action="store_true", help="stay attached; Ctrl-C unmounts")
     mount.add_argument("-o", dest="options", action="append", metavar="OPTION[,OPTION...]",
                        help="mount options: ro, allow_other, allow_delete, uid=, gid=, umask=, list_ttl=, "
-                            "running_ttl=, cache_mb=, part_mb=, readers=, genome=, datatype=, platform=, "
+                            "running_ttl=, s3_timeout=, cache_mb=, part_mb=, readers=, genome=, datatype=, platform=, "
                             "default_workflow=")
     mount.add_argument("--debug", action="store_true", help="log every request (secrets are scrubbed)")
     mount.add_argument("--log-file", help="log file (default ~/.cache/bpfs/bpfs.log)")
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     umount = sub.add_parser("umount", help="unmount", description="Unmount a bpfs mount.")
     umount.add_argument("mountpoint")
     umount.add_argument("--lazy", action="store_true", help="detach now even if busy (fusermount -uz)")
+
+    refresh = sub.add_parser("refresh", help="drop cached listings now",
+                             description="Make a mount re-read listings now instead of after list_ttl.")
+    refresh.add_argument("mountpoint")
+    refresh.add_argument("path", nargs="?", help="only below this path (e.g. analyses/10000); default: all")
 
     demo = sub.add_parser("demo", help="mount a local emulated account (no Basepair login needed)",
                           description="Start the bundled Basepair emulator and mount it; Ctrl-C stops both.")
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "umount":
             unmount(args.mountpoint, lazy=args.lazy)
             return 0
+        if args.command == "refresh":
+            return cmd_refresh(args)
         if args.command == "demo":
             return cmd_demo(args)
     except BpfsError as exc:
@@ -107,6 +114,27 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if readiness.fd is not None:  # the loop ended before init: libfuse refused the mount
         readiness.failed(f"libfuse could not mount {mountpoint} (details in {log_path})")
         return 1
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(os.path.expanduser(args.mountpoint))
+    if not mounted_fuse(mountpoint):
+        raise BpfsError(f"{mountpoint} is not mounted")
+    control = Path(mountpoint, ".bpfs", "refresh")
+    if args.path:
+        target = os.path.abspath(args.path) if args.path.startswith(("/", ".")) else args.path
+        if target.startswith(mountpoint + "/") or target == mountpoint:
+            target = target[len(mountpoint):]
+        try:
+            control.write_text("/" + target.lstrip("/") + "\n")
+            return 0
+        except OSError:
+            pass  # a read-only mount refuses writes: fall back to dropping everything
+    try:
+        control.read_bytes()
+    except OSError as exc:
+        raise BpfsError(f"{mountpoint} is not a bpfs mount ({exc.strerror})") from None
     return 0
 
 

@@ -23,6 +23,16 @@ log = logging.getLogger("bpfs.fs")
 BLOCK_SIZE = 1 << 20  # st_blksize: tells cp and friends to read in 1 MiB requests
 
 
+REFRESH = "/.bpfs/refresh"
+
+
+@dataclass
+class ControlWrite:
+    """Paths written to .bpfs/refresh, acted on at close."""
+
+    buffer: bytearray
+
+
 @dataclass
 class OpenFile:
     path: str
@@ -78,16 +88,26 @@ class Filesystem:
         if self.writer is not None and self.writer.owns(path):
             handle = self.writer.open(path, flags)
             return self._register(handle), handle
+        if path == REFRESH and accmode != 0:
+            if self.options.ro:
+                self.refuse(path, "write")
+            handle = ControlWrite(bytearray())
+            return self._register(handle), handle
         if accmode != 0 or flags & (0o1000 | 0o100):  # O_WRONLY/O_RDWR, O_TRUNC, O_CREAT
             self.refuse(path, "open for writing")
         entry = self.namespace.lookup(path)
         if entry.is_dir:
             raise BpfsError(f"{path}: is a directory", errno.EISDIR)
         if entry.dynamic:
-            data = self.stats.render() if path.endswith("/stats") else b""
+            if path == REFRESH:  # reading it is the refresh a read-only mount can still do
+                self.namespace.refresh("/")
+                data = b"dropped all cached listings\n"
+            else:
+                data = self.stats.render()
             handle = OpenFile(path, entry, data=data, direct_io=True)
         elif entry.data is not None:
-            handle = OpenFile(path, entry, data=entry.data)
+            # direct_io: after a refresh the content may be longer than the size the kernel still caches
+            handle = OpenFile(path, entry, data=entry.data, direct_io=True)
         else:
             reader = self.readers.open(entry.bucket, entry.key or "", entry.size)
             handle = OpenFile(path, entry, reader=reader, keep_cache=entry.immutable)
@@ -95,6 +115,8 @@ class Filesystem:
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         handle = self._handle(fh)
+        if isinstance(handle, ControlWrite):
+            raise BpfsError(f"{REFRESH}: opened for writing", errno.EBADF)
         if not isinstance(handle, OpenFile):
             return self.writer.read(handle, size, offset)
         if handle.data is not None:
@@ -107,7 +129,9 @@ class Filesystem:
     def release(self, fh: int) -> None:
         with self._lock:
             handle = self._handles.pop(fh, None)
-        if isinstance(handle, OpenFile):
+        if isinstance(handle, ControlWrite):
+            self._control(handle)
+        elif isinstance(handle, OpenFile):
             if handle.reader is not None:
                 handle.reader.close()
         elif handle is not None and self.writer is not None:
@@ -144,14 +168,26 @@ class Filesystem:
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
+        if isinstance(handle, ControlWrite):
+            handle.buffer += data
+            return len(data)
         if isinstance(handle, OpenFile):
             raise BpfsError(f"{handle.path}: not open for writing", errno.EBADF)
         return self.writer.write(handle, data, offset)
 
     def flush(self, fh: int) -> None:
         handle = self._handle(fh)
-        if not isinstance(handle, OpenFile) and self.writer is not None:
+        if isinstance(handle, ControlWrite):
+            self._control(handle)
+        elif not isinstance(handle, OpenFile) and self.writer is not None:
             self.writer.flush(handle)
+
+    def _control(self, handle: ControlWrite) -> None:
+        for line in bytes(handle.buffer).decode(errors="replace").splitlines():
+            if line.strip():
+                self.namespace.refresh(line.strip())
+                log.info("refresh: dropped cached listings under %s", line.strip())
+        handle.buffer.clear()
 
     def mkdir(self, path: str, mode: int) -> None:
         self._writer_or_refuse(path, "mkdir").mkdir(path)
@@ -176,6 +212,8 @@ class Filesystem:
         self.writer.rename(old, new)
 
     def truncate(self, path: str, length: int) -> None:
+        if path == REFRESH and not self.options.ro:
+            return  # `echo PATH > .bpfs/refresh` truncates first
         self._writer_or_refuse(path, "truncate").truncate(path, length)
 
     def statfs(self) -> dict:

@@ -66,11 +66,9 @@ class Operations(fuse.Operations):
         return self.fs.getattr(path)
 
     @_mapped
-    def readdir(self, path: str, fh: int):
-        yield "."
-        yield ".."
-        for name, attrs in self.fs.readdir(path):
-            yield name, attrs, 0
+    def readdir(self, path: str, fh: int) -> list:
+        # a list, not a generator: errors must surface inside this call to be mapped to an errno
+        return [".", "..", *((name, attrs, 0) for name, attrs in self.fs.readdir(path))]
 
     @_mapped
     def open(self, path: str, fi) -> int:
@@ -79,7 +77,7 @@ class Operations(fuse.Operations):
         if isinstance(handle, OpenFile):
             fi.keep_cache = int(handle.keep_cache)
             fi.direct_io = int(handle.direct_io)
-        else:
+        else:  # an upload or a control write
             fi.direct_io = 1  # writes stream straight through: no page cache to keep coherent
         return 0
 

@@ -119,12 +119,16 @@ def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
 def build_filesystem(config: Config, options: MountOptions, stats: Stats | None = None) -> Filesystem:
     stats = stats or Stats()
     api, config = connect(config, stats)
-    objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2))
+    objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
+                           read_timeout=options.s3_timeout)
     namespace = Namespace(api, objects, stats, list_ttl=options.list_ttl, running_ttl=options.running_ttl)
     readers = Prefetcher(objects, stats, PrefetchConfig(
         part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
         max_in_flight=max(2, options.readers) * (options.part_mb << 20)))
-    return Filesystem(namespace, readers, stats, options, writer=None)
+    from bpfs.writer import SampleWriter  # noqa: I001 - the sample writer (samples/new/), unless -o ro
+
+    writer = None if options.ro else SampleWriter(namespace.api, objects, namespace, stats, options)
+    return Filesystem(namespace, readers, stats, options, writer=writer)
 
 
 def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Callable[[], None],

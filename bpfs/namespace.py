@@ -50,7 +50,7 @@ class Entry:
     def mode(self) -> int:
         if self.is_dir:
             return DIR_MODE | (0o200 if self.writable else 0)
-        return FILE_MODE
+        return FILE_MODE | (0o200 if self.writable else 0)
 
 
 def _dir(mtime: float, writable: bool = False) -> Entry:
@@ -159,7 +159,7 @@ class Namespace:
         self.memo = _Memo()
         self.started = time.time()
         self.drafts: Callable[[str], dict[str, Entry]] | None = None  # samples/new/ contents (sample writer)
-        self.control: dict[str, Callable[[], Entry]] = {"stats": lambda: Entry(False, mtime=time.time(), dynamic=True)}
+        self.control = ("stats", "refresh")  # .bpfs/: made at open time, so their sizes are not known ahead
 
     # -- public ----------------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
@@ -202,7 +202,8 @@ class Namespace:
             return self._root(hidden=for_lookup is not None)
         top, rest = parts[0], parts[1:]
         if top == ".bpfs" and not rest:
-            return {name: make() for name, make in self.control.items()}
+            return {name: Entry(False, mtime=time.time(), dynamic=True, writable=name == "refresh")
+                    for name in self.control}
         if top == "genomes" and not rest:
             return self._genomes_dir()
         if top == "workflows" and not rest:

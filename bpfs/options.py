@@ -18,6 +18,7 @@ class MountOptions:
     umask: int = 0o022
     list_ttl: float = 60.0  # seconds a listing (genomes, samples, analyses, ...) is reused
     running_ttl: float = 10.0  # seconds the detail of a running analysis is reused
+    s3_timeout: float = 20.0  # seconds without data before an S3 request is retried
     cache_mb: int = 128  # completed byte ranges kept in memory for re-reads, in MiB (shared by all files)
     part_mb: int = 8  # size of one parallel range GET while streaming
     readers: int = 8  # concurrent range GETs across the mount

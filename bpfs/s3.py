@@ -23,7 +23,7 @@ log = logging.getLogger("bpfs.s3")
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20  # per socket read; a stalled server costs at most this per attempt
-MAX_ATTEMPTS = 4  # botocore's count includes the first try
+MAX_ATTEMPTS = 3  # botocore's count includes the first try: a stalled GET costs at most 3 * (5 s + READ_TIMEOUT)
 BODY_RESUMES = 3  # a body cut off mid-stream is re-requested from where it stopped this many times
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
@@ -39,11 +39,12 @@ _BODY_ERRORS = (
 class ObjectClient:
     """The only place that talks to S3; one instance is shared by all handles (boto3 clients are thread-safe)."""
 
-    def __init__(self, config: Config, stats: Stats | None = None, max_connections: int = 32) -> None:
+    def __init__(self, config: Config, stats: Stats | None = None, max_connections: int = 32,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         self.stats = stats or Stats()
         boto_config = BotoConfig(
             connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            read_timeout=read_timeout,
             retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
             max_pool_connections=max_connections,
             # S3-compatible servers (MinIO, Ceph, proxies) often reject the aws-chunked CRC uploads
@@ -147,3 +148,67 @@ class ObjectClient:
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
             return AccessDenied(f"{where}: access denied ({code})")
         return RemoteError(f"{where}: {code or status} {error.get('Message', '')}".strip())
+
+    # -- writing (samples/new/) ----------------------------------------------------------------------
+    # Uploads send no flexible checksums (request_checksum_calculation="when_required" above), so the
+    # bodies are plain and S3-compatible servers that refuse aws-chunked uploads accept them.
+    MAX_COPY_SIZE = 5 << 30  # CopyObject's limit for one request
+
+    def upload_args(self) -> dict:
+        """Extra arguments for new objects: SSE-S3 (what the official client's `aws s3 cp --sse` asks for)
+        on AWS; S3-compatible endpoints get none, since several refuse the header without a KMS set up."""
+        endpoint = str(getattr(self.client.meta, "endpoint_url", "") or "")
+        return {"ServerSideEncryption": "AES256"} if endpoint.endswith("amazonaws.com") else {}
+
+    def _write_call(self, op: str, bucket: str, key: str, call, **kwargs) -> dict:
+        self.stats.add("s3_requests")
+        try:
+            return call(Bucket=bucket, Key=key, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            raise self._error(exc, op, bucket, key) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            self.stats.add("s3_errors")
+            raise RemoteError(f"{op} s3://{bucket}/{key}: {exc}") from None
+
+    def put_object(self, bucket: str | None, key: str, body: bytes) -> None:
+        """One whole object in one request (files smaller than a part, and empty ones)."""
+        bucket = self._bucket(bucket)
+        self._write_call("PUT", bucket, key, self.client.put_object, Body=body, **self.upload_args())
+
+    def create_multipart_upload(self, bucket: str | None, key: str) -> str:
+        bucket = self._bucket(bucket)
+        response = self._write_call("CreateMultipartUpload", bucket, key, self.client.create_multipart_upload,
+                                    **self.upload_args())
+        return str(response["UploadId"])
+
+    def upload_part(self, bucket: str | None, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """One part; returns its ETag (needed to complete the upload)."""
+        bucket = self._bucket(bucket)
+        response = self._write_call(f"UploadPart {number}", bucket, key, self.client.upload_part,
+                                    UploadId=upload_id, PartNumber=number, Body=body)
+        return str(response["ETag"])
+
+    def complete_multipart_upload(self, bucket: str | None, key: str, upload_id: str,
+                                  parts: list[tuple[int, str]]) -> None:
+        bucket = self._bucket(bucket)
+        layout = {"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in sorted(parts)]}
+        self._write_call("CompleteMultipartUpload", bucket, key, self.client.complete_multipart_upload,
+                         UploadId=upload_id, MultipartUpload=layout)
+
+    def abort_multipart_upload(self, bucket: str | None, key: str, upload_id: str) -> None:
+        bucket = self._bucket(bucket)
+        self._write_call("AbortMultipartUpload", bucket, key, self.client.abort_multipart_upload, UploadId=upload_id)
+
+    def copy_object(self, bucket: str | None, source_key: str, key: str) -> None:
+        """A server-side copy inside one bucket (objects up to 5 GiB)."""
+        bucket = self._bucket(bucket)
+        self._write_call("COPY", bucket, key, self.client.copy_object,
+                         CopySource={"Bucket": bucket, "Key": source_key}, **self.upload_args())
+        with self._sizes_lock:
+            self._sizes.pop((bucket, key), None)
+
+    def delete_object(self, bucket: str | None, key: str) -> None:
+        bucket = self._bucket(bucket)
+        self._write_call("DELETE", bucket, key, self.client.delete_object)
+        with self._sizes_lock:
+            self._sizes.pop((bucket, key), None)

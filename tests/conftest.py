@@ -53,7 +53,7 @@ class Mount:
     """A `bpfs mount --foreground` child process (so its PID is known) and its mount point."""
 
     def __init__(self, emulator, workdir: Path, dialect: str = "v3", options: tuple[str, ...] = (),
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, args: tuple[str, ...] = ()) -> None:
         self.emulator = emulator
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,7 @@ class Mount:
                "--log-file", str(self.log)]
         for option in options:
             cmd += ["-o", option]
+        cmd += list(args)
         self.stderr = open(workdir / "stderr.txt", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.stderr, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
@@ -122,8 +123,9 @@ def make_mount(emulator, tmp_path):
         pytest.skip("needs FUSE")
     mounts = []
 
-    def make(dialect: str = "v3", options: tuple[str, ...] = (), emu=None, name: str | None = None, env=None):
-        m = Mount(emu or emulator, tmp_path / (name or f"m{len(mounts)}"), dialect, options, env)
+    def make(dialect: str = "v3", options: tuple[str, ...] = (), emu=None, name: str | None = None, env=None,
+             args: tuple[str, ...] = ()):
+        m = Mount(emu or emulator, tmp_path / (name or f"m{len(mounts)}"), dialect, options, env, args)
         mounts.append(m)
         return m
 
