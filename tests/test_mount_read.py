@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import requests
@@ -303,3 +304,72 @@ def test_v1_config_shows_the_same_tree(make_mount, mount, bare, tmp_path):
     finally:
         if emu is not None:
             emu.stop()
+
+
+def test_mmap_reads_the_same_bytes(mount):
+    # in a child process: a page fault holds the GIL, and this process also runs the emulator
+    p = mount.path / "analyses" / "10000" / "bam" / "liver_rep1.bam"
+    expected = s3_bytes(mount.emulator, "analyses/7/10000/star/liver_rep1.bam")
+    code = ("import hashlib, mmap, sys\n"
+            "with open(sys.argv[1], 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as v:\n"
+            "    print(len(v), v[:4].hex(), hashlib.md5(v[:]).hexdigest())\n")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(expected)), "1f8b0804", md5(expected)]
+
+
+def test_many_concurrent_readers_of_one_file_and_of_many_files(mount):
+    import random
+    import threading
+
+    emu = mount.emulator
+    big = s3_bytes(emu, "analyses/7/10000/star/liver_rep1.bigwig")
+    bam = s3_bytes(emu, "analyses/7/10000/star/liver_rep1.bam")
+    files = {
+        mount.path / "analyses" / "10000" / "bigwig" / "liver_rep1.bigwig": big,
+        mount.path / "analyses" / "10000" / "all" / "star" / "liver_rep1.bam": bam,
+    }
+    errors = []
+
+    def whole(path, data):
+        try:
+            assert md5(path.read_bytes()) == md5(data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def scattered(path, data, seed):
+        try:
+            rng = random.Random(seed)
+            with open(path, "rb") as f:
+                for _ in range(40):
+                    offset = rng.randrange(0, len(data))
+                    size = rng.randrange(1, 300_000)
+                    assert os.pread(f.fileno(), size, offset) == data[offset:offset + size]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = []
+    for i, (path, data) in enumerate(list(files.items()) * 3):
+        threads.append(threading.Thread(target=whole, args=(path, data)))
+        threads.append(threading.Thread(target=scattered, args=(path, data, i)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+
+
+def test_zero_byte_object_reads_empty(make_mount, emulator):
+    from datetime import UTC, datetime
+
+    key = "analyses/7/10001/qc/empty.txt"
+    emulator.store.put(emulator.bucket, key, b"")
+    record = emulator.state.add_file(10001, key, ["empty"], 0, "qc", datetime.now(UTC))
+    try:
+        m = make_mount()
+        p = m.path / "analyses" / "10001" / "empty" / "empty.txt"
+        assert p.stat().st_size == 0 and p.read_bytes() == b""
+    finally:
+        with emulator.state.lock:
+            emulator.state.files.pop(record["id"], None)
+            emulator.state.analyses[10001]["file_ids"].remove(record["id"])
