@@ -170,10 +170,12 @@ class ObjectClient:
             self.stats.add("s3_errors")
             raise RemoteError(f"{op} s3://{bucket}/{key}: {exc}") from None
 
-    def put_object(self, bucket: str | None, key: str, body: bytes) -> None:
+    def put_object(self, bucket: str | None, key: str, body: bytes | bytearray) -> None:
         """One whole object in one request (files smaller than a part, and empty ones)."""
         bucket = self._bucket(bucket)
         self._write_call("PUT", bucket, key, self.client.put_object, Body=body, **self.upload_args())
+        with self._sizes_lock:
+            self._sizes.pop((bucket, key), None)
 
     def create_multipart_upload(self, bucket: str | None, key: str) -> str:
         bucket = self._bucket(bucket)
@@ -181,7 +183,7 @@ class ObjectClient:
                                     **self.upload_args())
         return str(response["UploadId"])
 
-    def upload_part(self, bucket: str | None, key: str, upload_id: str, number: int, body: bytes) -> str:
+    def upload_part(self, bucket: str | None, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str:
         """One part; returns its ETag (needed to complete the upload)."""
         bucket = self._bucket(bucket)
         response = self._write_call(f"UploadPart {number}", bucket, key, self.client.upload_part,
@@ -194,6 +196,8 @@ class ObjectClient:
         layout = {"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in sorted(parts)]}
         self._write_call("CompleteMultipartUpload", bucket, key, self.client.complete_multipart_upload,
                          UploadId=upload_id, MultipartUpload=layout)
+        with self._sizes_lock:
+            self._sizes.pop((bucket, key), None)
 
     def abort_multipart_upload(self, bucket: str | None, key: str, upload_id: str) -> None:
         bucket = self._bucket(bucket)

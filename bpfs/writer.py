@@ -1,0 +1,755 @@
+"""The drop box `samples/new/`: creating samples by copying files in.
+
+A directory under `samples/new/` is a *draft*: a sample being created, named after the
+directory. A file created straight in `samples/new/` is a draft of its own (a single-end
+sample named after the file). The sample record is created lazily, with the first data file,
+so an empty `mkdir` leaves nothing on the server. Each data file follows the official
+client's flow (basepair-api.md §8): POST the upload record (`in_progress`, `order`,
+`is_paired_end`, key `uploads/{user}/{sample}/{basename}`) when the file is created, stream
+the bytes to S3 while they are written (`bpfs.upload`), and at the first `close()` of a file
+with data finish the object and PUT the record `completed`. Any failure fails that close with
+EIO, aborts the multipart upload, marks the record `failed`, and deletes the sample again if
+none of its files completed.
+
+Locks: `SampleWriter._lock` guards the registry of drafts, `Draft.lock` a draft's state,
+`Draft.create_lock` serialises creating/deleting its sample record, `DraftFile.lock` one file.
+Order when nested: file → create_lock → registry → draft lock. None is global across the mount
+while a request is on the wire, except a draft's create_lock (that draft only).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from dataclasses import dataclass
+
+from bpfs.api import ApiClient
+from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
+from bpfs.namespace import Entry, Namespace
+from bpfs.options import MountOptions
+from bpfs.s3 import ObjectClient
+from bpfs.stats import Stats
+from bpfs.upload import DEFAULT_PART, MIN_PART, ObjectStream, UploadPool
+
+log = logging.getLogger("bpfs.writer")
+
+META_NAME = "sample.json"
+META_KEYS = ("genome", "datatype", "platform", "default_workflow", "info", "projects")
+META_LIMIT = 1 << 20
+READ2 = re.compile(r"(?:_R2|_2|\.R2|_R2_001)\.(?:fastq|fq)(?:\.gz|\.bz2)?$", re.IGNORECASE)
+RSYNC_TEMP = re.compile(r"^\.(.+)\.[A-Za-z0-9]{6}$")  # rsync writes .NAME.XXXXXX, then renames it to NAME
+
+
+def sample_name(filename: str) -> str:
+    """The sample a single file makes: `.gz`/`.bz2` dropped, then `.fastq`/`.fq`."""
+    name = re.sub(r"\.(gz|bz2)$", "", filename, flags=re.IGNORECASE)
+    name = re.sub(r"\.(fastq|fq)$", "", name, flags=re.IGNORECASE)
+    return name or filename
+
+
+def upload_name(filename: str) -> str:
+    """The basename a file is uploaded under: an rsync temporary file goes straight to its final name."""
+    match = RSYNC_TEMP.match(filename)
+    return match.group(1) if match else filename
+
+
+def is_read2(filename: str) -> bool:
+    return READ2.search(filename) is not None
+
+
+def _error(message: str, code: int) -> BpfsError:
+    log.error("%s", message)
+    return BpfsError(message, code)
+
+
+@dataclass(frozen=True)
+class DraftEntry(Entry):
+    """A file in the drop box: writable (0644) while it is written, read-only once uploaded."""
+
+    writing: bool = False
+
+    @property
+    def mode(self) -> int:
+        return stat.S_IFREG | (0o644 if self.writing else 0o444)
+
+
+class DraftFile:
+    def __init__(self, draft: Draft, name: str) -> None:
+        self.draft, self.name = draft, name
+        self.basename = upload_name(name)
+        self.lock = threading.Lock()
+        self.state = "starting"  # starting → writing → done | failed
+        self.error: BpfsError | None = None
+        self.stream: ObjectStream | None = None
+        self.key = ""
+        self.upload_id = 0
+        self.size = 0
+        self.started = time.monotonic()
+        self.mtime = time.time()
+        self.broken: BpfsError | None = None  # a non-sequential write: the file can only fail now
+
+    @property
+    def current_size(self) -> int:
+        return self.stream.size if self.state in ("starting", "writing") and self.stream else self.size
+
+    def entry(self) -> DraftEntry:
+        return DraftEntry(False, size=self.current_size, mtime=self.mtime, writing=self.state != "done")
+
+
+class Draft:
+    def __init__(self, entry_name: str, is_dir: bool) -> None:
+        self.entry_name, self.is_dir = entry_name, is_dir
+        self.name = entry_name if is_dir else sample_name(upload_name(entry_name))
+        self.lock = threading.Lock()
+        self.create_lock = threading.Lock()
+        self.sample_id: int | None = None
+        self.files: dict[str, DraftFile] = {}
+        self.meta_text: bytes | None = None  # sample.json as written (listed while not None)
+        self.settings: dict = {}  # sample.json, validated
+        self.meta_error: str | None = None  # an invalid sample.json blocks data files until fixed
+        self.next_order = 0
+        self.active = 0  # uploads started and not finished
+        self.completed = 0  # uploads completed into the current sample
+        self.mtime = time.time()
+
+    def listing(self) -> dict[str, Entry]:
+        with self.lock:
+            out: dict[str, Entry] = {name: f.entry() for name, f in self.files.items()}
+            if self.meta_text is not None:
+                out[META_NAME] = DraftEntry(False, size=len(self.meta_text), mtime=self.mtime, writing=True)
+        return out
+
+
+@dataclass
+class Handle:
+    """What Filesystem keeps for an open file below samples/new/."""
+
+    draft: Draft
+    kind: str  # "data" (being written), "read" (an uploaded file), "meta" (sample.json)
+    file: DraftFile | None = None
+    buffer: bytearray | None = None  # sample.json being written
+    writable: bool = False
+    dirty: bool = False
+    result: BpfsError | None = None
+    settled: bool = False
+
+
+class SampleWriter:
+    def __init__(self, api: ApiClient, objects: ObjectClient, namespace: Namespace, stats: Stats,
+                 options: MountOptions) -> None:
+        self.api, self.objects, self.namespace, self.stats, self.options = api, objects, namespace, stats, options
+        part = options.part_mb << 20
+        self.pool = UploadPool(objects, stats, part_size=part if part >= MIN_PART else DEFAULT_PART)
+        self.bucket = objects.default_bucket
+        self._lock = threading.Lock()
+        self._drafts: dict[str, Draft] = {}
+        namespace.drafts = self.list_drafts
+
+    # -- paths and lookups -------------------------------------------------------------------------
+    @staticmethod
+    def _split(path: str) -> list[str] | None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) < 3 or parts[0] != "samples" or parts[1] != "new":
+            return None
+        return parts[2:]
+
+    def owns(self, path: str) -> bool:
+        parts = self._split(path)
+        return parts is not None and len(parts) <= 2
+
+    def _draft(self, name: str) -> Draft:
+        with self._lock:
+            draft = self._drafts.get(name)
+        if draft is None:
+            raise NotFound(f"samples/new/{name}: no such file or directory")
+        return draft
+
+    def _draft_dir(self, name: str) -> Draft:
+        draft = self._draft(name)
+        if not draft.is_dir:
+            raise BpfsError(f"samples/new/{name}: not a directory", errno.ENOTDIR)
+        return draft
+
+    def _resolve(self, path: str) -> tuple[Draft, DraftFile | None, bool]:
+        """(draft, file, is_meta) for a file path below samples/new/."""
+        parts = self._split(path) or []
+        if len(parts) == 1:
+            draft = self._draft(parts[0])
+            if draft.is_dir:
+                raise BpfsError(f"{path}: is a directory", errno.EISDIR)
+            with draft.lock:
+                found = next(iter(draft.files.values()), None)
+            if found is None:
+                raise NotFound(f"{path}: no such file")
+            return draft, found, False
+        if len(parts) != 2:
+            raise NotFound(f"{path}: no such file")
+        draft = self._draft_dir(parts[0])
+        with draft.lock:
+            if parts[1] == META_NAME and draft.meta_text is not None:
+                return draft, None, True
+            found = draft.files.get(parts[1])
+        if found is None:
+            raise NotFound(f"{path}: no such file")
+        return draft, found, False
+
+    def getattr(self, path: str) -> Entry | None:
+        parts = self._split(path)
+        if not parts or len(parts) > 2:
+            return None
+        with self._lock:
+            draft = self._drafts.get(parts[0])
+        if draft is None:
+            return None
+        if len(parts) == 1:
+            if draft.is_dir:
+                return Entry(True, mtime=draft.mtime, writable=True)
+            with draft.lock:
+                found = next(iter(draft.files.values()), None)
+            return found.entry() if found is not None else None
+        return draft.listing().get(parts[1]) if draft.is_dir else None
+
+    def list_drafts(self, rel: str) -> dict[str, Entry]:
+        """The namespace's hook: `samples/new/` itself ("") or one draft directory."""
+        if not rel:
+            with self._lock:
+                drafts = list(self._drafts.values())
+            out: dict[str, Entry] = {}
+            for draft in drafts:
+                entry = self.getattr(f"/samples/new/{draft.entry_name}")
+                if entry is not None:
+                    out[draft.entry_name] = entry
+            return out
+        parts = rel.split("/")
+        if len(parts) == 1:
+            with self._lock:
+                draft = self._drafts.get(parts[0])
+            if draft is not None and draft.is_dir:
+                return draft.listing()
+        raise NotFound(f"samples/new/{rel}: no such directory")
+
+    # -- directories -------------------------------------------------------------------------------
+    def mkdir(self, path: str) -> None:
+        parts = self._split(path) or []
+        if len(parts) != 1:
+            raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
+        with self._lock:
+            if parts[0] in self._drafts:
+                raise BpfsError(f"{path}: exists", errno.EEXIST)
+            self._drafts[parts[0]] = Draft(parts[0], is_dir=True)
+
+    def rmdir(self, path: str) -> None:
+        parts = self._split(path) or []
+        if len(parts) != 1:
+            raise NotFound(f"{path}: no such directory")
+        draft = self._draft_dir(parts[0])
+        with self._lock, draft.lock:
+            if draft.active:
+                raise BpfsError(f"{path}: files are being uploaded into it", errno.EBUSY)
+            if draft.files or draft.meta_text is not None:
+                raise BpfsError(f"{path}: not empty", errno.ENOTEMPTY)
+            if self._drafts.get(parts[0]) is draft:
+                del self._drafts[parts[0]]
+
+    # -- files: create, open -----------------------------------------------------------------------
+    def create(self, path: str, mode: int) -> Handle:
+        parts = self._split(path) or []
+        if len(parts) == 2:
+            draft = self._draft_dir(parts[0])
+            if parts[1] == META_NAME:
+                return self._open_meta(draft, truncate=True)
+            return self._create_file(draft, parts[1])
+        name = parts[0]
+        if name == META_NAME:
+            raise _error(f"{path}: sample.json belongs in a sample directory (samples/new/<name>/sample.json)",
+                         errno.EINVAL)
+        with self._lock:
+            if name in self._drafts:
+                raise BpfsError(f"{path}: exists", errno.EEXIST)
+            draft = self._drafts[name] = Draft(name, is_dir=False)
+        try:
+            return self._create_file(draft, name)
+        except BaseException:
+            self._forget_if_empty(draft)
+            raise
+
+    def open(self, path: str, flags: int) -> Handle:
+        draft, found, is_meta = self._resolve(path)
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if is_meta:
+            return self._open_meta(draft, truncate=bool(flags & os.O_TRUNC)) if writing else \
+                Handle(draft, "meta", buffer=bytearray(draft.meta_text or b""))
+        assert found is not None
+        if found.state != "done":
+            raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
+        if writing:
+            raise _error(f"{path}: already uploaded; files of a sample cannot be changed", errno.EPERM)
+        return Handle(draft, "read", file=found)
+
+    def _create_file(self, draft: Draft, name: str) -> Handle:
+        path = f"samples/new/{draft.entry_name}/{name}" if draft.is_dir else f"samples/new/{name}"
+        f = DraftFile(draft, name)
+        with draft.lock:
+            if name in draft.files:
+                raise BpfsError(f"{path}: exists", errno.EEXIST)
+            if any(other.basename == f.basename for other in draft.files.values()):
+                raise _error(f"{path}: {f.basename} is already in this sample", errno.EPERM)
+            if draft.meta_error:
+                raise _error(f"{path}: refused: {draft.meta_error}; fix or remove sample.json first", errno.EINVAL)
+            draft.files[name] = f
+            draft.active += 1
+        self.stats.add("uploads_in_flight")
+        try:
+            with draft.create_lock:
+                sample_id = self._ensure_sample(draft)
+                with draft.lock:
+                    order = draft.next_order
+                    draft.next_order += 1
+                f.key = f"uploads/{self.api.user_id}/{sample_id}/{f.basename}"
+                paired = draft.is_dir and is_read2(f.basename)
+                sample_ref = sample_id if self.api.dialect == "v3" else f"{self.api.config.base_url}samples/{sample_id}"
+                f.upload_id = self.api.create("uploads", {
+                    "sample": sample_ref, "key": f.key, "filesize": 0, "status": "in_progress", "order": order,
+                    "is_paired_end": paired, "source": "api", "uri": None})
+        except BaseException:
+            with draft.lock:
+                if draft.files.get(name) is f:
+                    del draft.files[name]
+                draft.active -= 1
+            self.stats.add("uploads_in_flight", -1)
+            self.stats.add("uploads_failed")
+            self._settle(draft)
+            raise
+        f.stream = ObjectStream(self.pool, self.bucket, f.key)
+        f.state = "writing"
+        log.info("uploading %s to s3://%s/%s (sample %d, upload %d, order %d%s)", path, self.bucket, f.key,
+                 sample_id, f.upload_id, order, ", read 2" if paired else "")
+        return Handle(draft, "data", file=f, writable=True)
+
+    # -- data --------------------------------------------------------------------------------------
+    def write(self, handle: Handle, data: bytes, offset: int) -> int:
+        if handle.kind == "meta" and handle.writable:
+            return self._write_meta(handle, data, offset)
+        if handle.kind != "data":
+            raise BpfsError(f"{self._path(handle)}: not open for writing", errno.EBADF)
+        f = handle.file
+        with f.lock:
+            if f.state != "writing":
+                raise BpfsError(f"{self._path(handle)}: the upload was already finished by an earlier close()",
+                                errno.EBADF)
+            if offset != f.stream.size:
+                f.broken = _error(f"{self._path(handle)}: write at offset {offset} while the file has "
+                                  f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, rsync "
+                                  "write that way); the upload will fail at close", errno.ESPIPE)
+                raise f.broken
+            try:
+                f.stream.append(data)
+            except BpfsError as exc:
+                raise RemoteError(f"{self._path(handle)}: upload failed: {exc}") from None
+            f.mtime = time.time()
+        return len(data)
+
+    def read(self, handle: Handle, size: int, offset: int) -> bytes:
+        if handle.kind == "meta":
+            return bytes(handle.buffer[offset:offset + size])
+        if handle.kind != "read":
+            raise BpfsError(f"{self._path(handle)}: a file being uploaded cannot be read", errno.EBADF)
+        f = handle.file
+        end = min(offset + size, f.size)
+        chunk = self.objects.get_range(self.bucket, f.key, offset, end) if end > offset else b""
+        self.stats.add("bytes_served", len(chunk))
+        return chunk
+
+    def flush(self, handle: Handle) -> None:
+        """The close() that cp checks: finishes the upload the first time it sees data. A flush with no
+        data yet does nothing (the shell's `>` closes a dup'ed fd before the command writes)."""
+        if handle.kind == "meta":
+            if handle.result is not None:
+                raise handle.result
+            if handle.writable and handle.dirty:
+                try:
+                    self._apply_meta(handle)
+                except BpfsError as exc:
+                    handle.result = exc
+                    raise
+            return
+        if handle.kind != "data":
+            return
+        f = handle.file
+        with f.lock:
+            if f.state == "writing" and f.stream.size == 0 and f.broken is None:
+                return
+            self._finish(f)
+
+    def release(self, handle: Handle) -> None:
+        if handle.kind == "meta":
+            if handle.writable and not handle.settled:
+                try:
+                    self._apply_meta(handle)
+                except BpfsError as exc:
+                    log.error("%s: %s", self._path(handle), exc)
+            return
+        if handle.kind != "data":
+            return
+        f = handle.file
+        with f.lock:
+            if f.state == "writing":  # never flushed with data: an empty file, or a crashed writer
+                try:
+                    self._finish(f)
+                except BpfsError as exc:
+                    log.error("%s", exc)
+
+    def _finish(self, f: DraftFile) -> None:
+        """Complete (first call) or repeat the outcome (later calls). Holds f.lock."""
+        if f.state == "done":
+            return
+        if f.state == "failed":
+            raise f.error
+        path = self._file_path(f)
+        made = False
+        try:
+            if f.broken is not None:
+                raise f.broken
+            size = f.stream.finish()
+            made = True
+            body = {"filesize": size, "status": "completed", "timetaken": int(time.monotonic() - f.started),
+                    "seq_length": 0}
+            if self.api.dialect == "v3":
+                body["key"] = f.key
+            self.api.update("uploads", f.upload_id, body)
+        except Exception as exc:  # a bug too must fail the file, never leave it half-done
+            if not isinstance(exc, BpfsError):
+                log.exception("%s: completing the upload", path)
+            error = RemoteError(f"{path}: upload failed, nothing recorded: {exc}")
+            self._fail(f, error, made)
+            raise error from None
+        f.size, f.state, f.mtime = size, "done", time.time()
+        draft = f.draft
+        with draft.lock:
+            draft.active -= 1
+            draft.completed += 1
+        self.stats.add("uploads_in_flight", -1)
+        self.stats.add("uploads_completed")
+        log.info("uploaded %s (%d bytes) as s3://%s/%s", path, size, self.bucket, f.key)
+        self.namespace.refresh("/samples")
+
+    def _fail(self, f: DraftFile, error: BpfsError, made: bool = False) -> None:
+        """Abort the object, mark the record failed, forget the file; delete a sample left with no file."""
+        log.error("%s", error)
+        f.stream.abort()
+        if made:  # the object exists but its record could not be completed: don't leave it behind
+            try:
+                self.objects.delete_object(self.bucket, f.key)
+            except BpfsError as exc:
+                log.error("could not delete s3://%s/%s: %s", self.bucket, f.key, exc)
+        body = {"status": "failed", "filesize": f.stream.size, "timetaken": int(time.monotonic() - f.started),
+                "seq_length": 0}
+        if self.api.dialect == "v3":
+            body["key"] = f.key
+        try:
+            self.api.update("uploads", f.upload_id, body)
+        except BpfsError as exc:
+            log.error("could not mark upload %d failed: %s", f.upload_id, exc)
+        f.state, f.error = "failed", error
+        draft = f.draft
+        with draft.lock:
+            if draft.files.get(f.name) is f:
+                del draft.files[f.name]
+            draft.active -= 1
+        self.stats.add("uploads_in_flight", -1)
+        self.stats.add("uploads_failed")
+        self._settle(draft)
+
+    # -- the sample record -------------------------------------------------------------------------
+    def _ensure_sample(self, draft: Draft) -> int:
+        """The draft's sample id, creating the record on first use. Holds draft.create_lock."""
+        if draft.sample_id is None:
+            body = self._sample_body(draft.name, {**self._defaults(), **draft.settings})
+            draft.sample_id = self.api.create("samples", body)
+            log.info("created sample %d (%s)", draft.sample_id, draft.name)
+        return draft.sample_id
+
+    def _settle(self, draft: Draft) -> None:
+        """After a failure: a sample none of whose files completed is deleted again."""
+        with draft.create_lock:
+            with draft.lock:
+                doomed = draft.sample_id if not draft.active and not draft.completed else None
+                if doomed is not None:
+                    draft.sample_id, draft.next_order = None, 0
+            if doomed is not None:
+                try:
+                    self.api.delete("samples", doomed)
+                    log.info("deleted sample %d (%s): none of its files was uploaded", doomed, draft.name)
+                except BpfsError as exc:
+                    log.error("sample %d (%s) has no file but could not be deleted: %s", doomed, draft.name, exc)
+                self.namespace.refresh("/samples")
+        self._forget_if_empty(draft)
+
+    def _forget_if_empty(self, draft: Draft) -> None:
+        if draft.is_dir:
+            return
+        with self._lock, draft.lock:
+            if not draft.files and not draft.active and self._drafts.get(draft.entry_name) is draft:
+                del self._drafts[draft.entry_name]
+
+    def _defaults(self) -> dict:
+        out: dict = {}
+        opts = self.options
+        for key in ("genome", "datatype", "platform"):
+            if getattr(opts, key):
+                out[key] = getattr(opts, key)
+        if opts.default_workflow:
+            out["default_workflow"] = self._workflow(opts.default_workflow, "mount option default_workflow")
+        if "genome" in out:
+            self._genome(out["genome"], "mount option genome")
+        return out
+
+    def _genome(self, value: object, where: str) -> int:
+        genomes = self.namespace.genomes()
+        for g in genomes:
+            if (isinstance(value, str) and g.name == value) or (isinstance(value, int) and g.id == value):
+                return g.id
+        raise _error(f"{where}: unknown genome {value!r} (see genomes/index.tsv)", errno.EINVAL)
+
+    def _workflow(self, value: object, where: str) -> int:
+        try:
+            workflow_id = int(value)
+        except (TypeError, ValueError):
+            raise _error(f"{where}: default_workflow must be a workflow id, not {value!r}", errno.EINVAL) from None
+        if isinstance(value, bool) or not any(w.id == workflow_id for w in self.namespace.workflows()):
+            raise _error(f"{where}: unknown workflow {value!r} (see workflows/index.tsv)", errno.EINVAL)
+        return workflow_id
+
+    def _sample_body(self, name: str | None, settings: dict) -> dict:
+        """POST samples as §8 step 2 has it, in the mount's dialect; without a name, the fields of an update."""
+        v3 = self.api.dialect == "v3"
+        body: dict = {}
+        if name is not None:
+            body = {"name": name, "datatype": settings.get("datatype") or "rna-seq"}
+        elif settings.get("datatype"):
+            body["datatype"] = settings["datatype"]
+        if settings.get("genome") is not None:
+            genome_id = self._genome(settings["genome"], name or META_NAME)
+            body["genome"] = genome_id if v3 else next(g.name for g in self.namespace.genomes() if g.id == genome_id)
+        if settings.get("platform"):
+            body["platform"] = settings["platform"]
+        if settings.get("default_workflow") is not None:
+            body["default_workflow"] = self.api.fk(self.api.workflows_resource, settings["default_workflow"])
+        if settings.get("projects"):
+            if v3:
+                body["projects"] = list(settings["projects"])
+            else:
+                body["projectId"] = settings["projects"][0]
+        if settings.get("info"):
+            body["info"] = dict(settings["info"])
+        if v3 and name is not None:
+            body["meta"] = {"source": "api"}
+        return body
+
+    # -- sample.json -------------------------------------------------------------------------------
+    def _open_meta(self, draft: Draft, truncate: bool) -> Handle:
+        with draft.lock:
+            start = b"" if truncate or draft.meta_text is None else draft.meta_text
+            draft.meta_text = start
+        return Handle(draft, "meta", buffer=bytearray(start), writable=True)
+
+    def _write_meta(self, handle: Handle, data: bytes, offset: int) -> int:
+        if offset + len(data) > META_LIMIT:
+            raise _error(f"{self._path(handle)}: sample.json is limited to {META_LIMIT} bytes", errno.EFBIG)
+        buffer = handle.buffer
+        if offset > len(buffer):
+            buffer.extend(b"\0" * (offset - len(buffer)))
+        buffer[offset:offset + len(data)] = data
+        handle.dirty, handle.settled = True, False
+        with handle.draft.lock:
+            handle.draft.meta_text = bytes(buffer)
+        return len(data)
+
+    def _apply_meta(self, handle: Handle) -> None:
+        """Validate sample.json; set the draft's settings, or update its sample if it exists already."""
+        draft, text = handle.draft, bytes(handle.buffer)
+        handle.settled, handle.dirty = True, False
+        try:
+            settings = self._parse_meta(text)
+        except BpfsError as exc:
+            with draft.lock:
+                draft.meta_error = str(exc)
+            raise
+        with draft.create_lock:
+            update = self._sample_body(None, settings) if draft.sample_id is not None else {}
+            if update:
+                self.api.update("samples", draft.sample_id, update)
+                self.namespace.refresh("/samples")
+            with draft.lock:
+                draft.settings, draft.meta_error = settings, None
+
+    def _parse_meta(self, text: bytes) -> dict:
+        where = "sample.json"
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _error(f"{where}: not valid JSON ({exc})", errno.EINVAL) from None
+        if not isinstance(data, dict):
+            raise _error(f"{where}: must be a JSON object", errno.EINVAL)
+        unknown = sorted(set(data) - set(META_KEYS))
+        if unknown:
+            raise _error(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(META_KEYS)})", errno.EINVAL)
+        settings = {k: v for k, v in data.items() if v is not None}
+        for key in ("datatype", "platform"):
+            if key in settings and not isinstance(settings[key], str):
+                raise _error(f"{where}: {key} must be a string", errno.EINVAL)
+        if "genome" in settings:
+            if not isinstance(settings["genome"], str | int) or isinstance(settings["genome"], bool):
+                raise _error(f"{where}: genome must be a genome name", errno.EINVAL)
+            self._genome(settings["genome"], where)
+        if "default_workflow" in settings:
+            settings["default_workflow"] = self._workflow(settings["default_workflow"], where)
+        if "info" in settings and not isinstance(settings["info"], dict):
+            raise _error(f"{where}: info must be an object of key/values", errno.EINVAL)
+        projects = settings.get("projects")
+        if projects is not None and (not isinstance(projects, list)
+                                     or not all(isinstance(p, int) and not isinstance(p, bool) for p in projects)):
+            raise _error(f"{where}: projects must be a list of project ids", errno.EINVAL)
+        return settings
+
+    # -- unlink, truncate, rename, delete ----------------------------------------------------------
+    def unlink(self, path: str) -> None:
+        """Only the drop box forgets: an uploaded file stays in its sample (rmdir samples/<id> deletes that)."""
+        draft, found, is_meta = self._resolve(path)
+        with draft.lock:
+            if is_meta:
+                draft.meta_text, draft.meta_error = None, None
+                if draft.sample_id is None:
+                    draft.settings = {}
+                return
+            if found.state in ("starting", "writing"):
+                raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
+            if draft.files.get(found.name) is found:
+                del draft.files[found.name]
+        self._forget_if_empty(draft)
+
+    def truncate(self, path: str, length: int) -> None:
+        draft, found, is_meta = self._resolve(path)
+        if is_meta:
+            with draft.lock:
+                text = draft.meta_text or b""
+                draft.meta_text = text[:length] + b"\0" * max(0, length - len(text))
+            return
+        if found.current_size == length:
+            return  # O_TRUNC on a new file, or cp setting the size it already has
+        raise _error(f"{path}: cannot change the size of a file being or already uploaded (to {length}): "
+                     "bpfs accepts sequential writes only", errno.EPERM)
+
+    def rename(self, old: str, new: str) -> None:
+        po, pn = self._split(old) or [], self._split(new) or []
+        if len(po) != len(pn) or (len(po) == 2 and po[0] != pn[0]):
+            raise _error(f"{old} -> {new}: files can be renamed only within one sample directory", errno.EPERM)
+        if len(po) == 1:
+            draft = self._draft(po[0])
+            with self._lock:
+                if pn[0] in self._drafts and pn[0] != po[0]:
+                    raise BpfsError(f"{new}: exists", errno.EEXIST)
+            if draft.is_dir:
+                with draft.create_lock:
+                    if draft.sample_id is not None:
+                        self.api.update("samples", draft.sample_id, {"name": pn[0]})
+                        self.namespace.refresh("/samples")
+                    draft.name = pn[0]
+            else:
+                _, found, _ = self._resolve(old)
+                self._rename_file(draft, found, pn[0])
+            with self._lock:
+                self._drafts.pop(po[0], None)
+                draft.entry_name = pn[0]
+                self._drafts[pn[0]] = draft
+            return
+        draft = self._draft_dir(po[0])
+        if META_NAME in (po[1], pn[1]):
+            raise _error(f"{old} -> {new}: sample.json cannot be renamed", errno.EPERM)
+        _, found, _ = self._resolve(old)
+        with draft.lock:
+            if pn[1] in draft.files and pn[1] != po[1]:
+                raise BpfsError(f"{new}: exists", errno.EEXIST)
+        self._rename_file(draft, found, pn[1])
+
+    def _rename_file(self, draft: Draft, f: DraftFile, new_name: str) -> None:
+        """rsync's temporary files were uploaded under their final name already; any other rename of an
+        uploaded file is a server-side copy to the new key, and the record follows."""
+        with f.lock:
+            if f.state != "done":
+                raise BpfsError(f"{self._file_path(f)}: rename it after close()", errno.EBUSY)
+            base = upload_name(new_name)
+            if base != f.basename:
+                with draft.lock:
+                    if any(o is not f and o.basename == base for o in draft.files.values()):
+                        raise BpfsError(f"{new_name}: already in this sample", errno.EEXIST)
+                if f.size > self.objects.MAX_COPY_SIZE:
+                    raise _error(f"{self._file_path(f)}: files over 5 GiB cannot be renamed once uploaded",
+                                 errno.EPERM)
+                key = f.key.rsplit("/", 1)[0] + "/" + base
+                self.objects.copy_object(self.bucket, f.key, key)
+                self.api.update("uploads", f.upload_id, {"key": key, "is_paired_end": draft.is_dir and is_read2(base)})
+                try:
+                    self.objects.delete_object(self.bucket, f.key)
+                except BpfsError as exc:
+                    log.error("renamed, but the old object s3://%s/%s stays: %s", self.bucket, f.key, exc)
+                f.key, f.basename = key, base
+                self.namespace.refresh("/samples")
+            if not draft.is_dir and sample_name(base) != draft.name:
+                with draft.create_lock:
+                    if draft.sample_id is not None:
+                        self.api.update("samples", draft.sample_id, {"name": sample_name(base)})
+                        self.namespace.refresh("/samples")
+                    draft.name = sample_name(base)
+            with draft.lock:
+                if draft.files.get(f.name) is f:
+                    del draft.files[f.name]
+                f.name = new_name
+                draft.files[new_name] = f
+
+    def delete_sample(self, sample_id: int) -> None:
+        """rmdir samples/<id> under -o allow_delete."""
+        with self._lock:
+            drafts = [d for d in self._drafts.values() if d.sample_id == sample_id]
+        if any(d.active for d in drafts):
+            raise BpfsError(f"samples/{sample_id}: files are being uploaded into it", errno.EBUSY)
+        self.api.delete("samples", sample_id)
+        log.info("deleted sample %d", sample_id)
+        for draft in drafts:
+            with draft.lock:
+                draft.sample_id, draft.next_order, draft.completed = None, 0, 0
+                draft.files = {n: f for n, f in draft.files.items() if f.state != "done"}
+            self._forget_if_empty(draft)
+        self.namespace.refresh("/samples")
+
+    def shutdown(self) -> None:
+        """At unmount: uploads still open are aborted and marked failed, never left in progress."""
+        with self._lock:
+            drafts = list(self._drafts.values())
+        for draft in drafts:
+            with draft.lock:
+                files = [f for f in draft.files.values() if f.state == "writing"]
+            for f in files:
+                with f.lock:
+                    if f.state == "writing":
+                        self._fail(f, RemoteError(f"{self._file_path(f)}: unmounted before the file was closed"))
+        self.pool.shutdown()
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _file_path(f: DraftFile) -> str:
+        draft = f.draft
+        return f"samples/new/{draft.entry_name}/{f.name}" if draft.is_dir else f"samples/new/{f.name}"
+
+    def _path(self, handle: Handle) -> str:
+        if handle.file is not None:
+            return self._file_path(handle.file)
+        return f"samples/new/{handle.draft.entry_name}/{META_NAME}"
