@@ -106,6 +106,27 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
     raise BpfsError(f"cannot unmount {path}: {reason}")
 
 
+def raise_readahead(mountpoint: str, kb: int) -> None:
+    """Let the kernel read ahead `kb` KiB (1 MiB FUSE reads instead of 128 KiB): root only, best effort.
+
+    FUSE can only lower a mount's readahead from its init reply; raising it takes the bdi's sysfs
+    knob. The device comes from mountinfo, so the daemon never touches its own mount.
+    """
+    if kb <= 0:
+        return
+    target = mountpoint  # already real: resolving it here would stat the mount from inside its own daemon
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                fields = line.split()
+                if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
+                    Path("/sys/class/bdi", fields[2], "read_ahead_kb").write_text(str(kb))
+                    log.info("read_ahead_kb of %s set to %d", target, kb)
+                    return
+    except OSError as exc:
+        log.info("kept the kernel's readahead for %s (%s)", target, exc.strerror or exc)
+
+
 def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
     """Check the credentials (401 → a clear error) and complete a v3 `cli` config from the server."""
     api = ApiClient(config, stats)
@@ -136,9 +157,15 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
     from bpfs import fuseops  # libfuse is loaded only when something is mounted
 
     fs = build_filesystem(replace(config), options)
+    real_mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards this would ask the daemon
+
+    def ready() -> None:
+        raise_readahead(real_mountpoint, options.read_ahead_kb)
+        on_ready()
+
     log.info("mounting %s (%s API at %s) on %s", config.username, config.dialect, config.base_url, mountpoint)
     try:
-        fuseops.mount(fs, mountpoint, on_ready=on_ready, debug=debug)
+        fuseops.mount(fs, mountpoint, on_ready=ready, debug=debug)
     finally:
         if fs.writer is not None:
             fs.writer.shutdown()  # uploads still open are aborted and marked failed, never left half-done

@@ -21,6 +21,7 @@ class MountOptions:
     s3_timeout: float = 20.0  # seconds without data before an S3 request is retried
     cache_mb: int = 128  # completed byte ranges kept in memory for re-reads, in MiB (shared by all files)
     part_mb: int = 8  # size of one parallel range GET while streaming
+    read_ahead_kb: int = 1024  # kernel readahead of the mount (needs root; 0 keeps the kernel's 128)
     readers: int = 8  # concurrent range GETs across the mount
     genome: str = ""  # defaults for samples created through samples/new/
     datatype: str = "rna-seq"

@@ -83,6 +83,7 @@ class ObjectClient:
         resumes = 0
         while position < end:
             self.stats.add("s3_requests")
+            log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
             try:
                 response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
             except botocore.exceptions.ClientError as exc:

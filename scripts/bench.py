@@ -121,6 +121,8 @@ def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
         del bam, bai
         if spec.get("s3_latency"):
             emu.faults_s3.add(method="GET", delay=spec["s3_latency"], times=None)
+        if spec.get("s3_mbps"):
+            emu.s3.bandwidth = spec["s3_mbps"] * 1e6
         config = emu.write_config(root / "config-v3.json", dialect="v3")
         conn.send({
             "ok": True, "bucket": bucket, "s3_url": emu.s3_url, "region": state.region,
@@ -812,6 +814,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s3-latency-ms", type=float, default=0.0, metavar="MS",
                         help="make the emulator's S3 wait MS before answering every GET (both sides pay it): "
                              "loopback has no latency, real S3 has ~10-50 ms to the first byte")
+    parser.add_argument("--s3-mbps", type=float, default=0.0, metavar="MB/S",
+                        help="cap each S3 response body at MB/S (real S3 gives one connection ~50-100 MB/s; "
+                             "loopback gives GB/s); with --s3-latency-ms 20 the emulator behaves like S3")
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -831,7 +836,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def describe_machine(mount: Mount, args: argparse.Namespace) -> dict:
     info: dict[str, Any] = {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": sys.version.split()[0],
-                            "mount_options": args.options, "s3_latency_ms": args.s3_latency_ms}
+                            "mount_options": args.options, "s3_latency_ms": args.s3_latency_ms,
+                            "s3_mbps_per_connection": args.s3_mbps}
     bdi = mount.bdi()
     if bdi is not None:
         if args.read_ahead_kb is not None:
@@ -852,7 +858,7 @@ def run(args: argparse.Namespace) -> int:
     stream_size = int(args.stream_gib * (1 << 30)) // MiB * MiB
     spec = {"size": args.size_mib * MiB, "stream_size": stream_size, "rounds": args.rounds,
             "small_size": 4 * MiB, "bam_reads": args.bam_reads, "bam_seed": 20240701,
-            "s3_latency": args.s3_latency_ms / 1000}
+            "s3_latency": args.s3_latency_ms / 1000, "s3_mbps": args.s3_mbps}
     if args.drop_caches and os.geteuid() != 0:
         print("bench: --drop-caches needs root", file=sys.stderr)
         return 2

@@ -892,7 +892,19 @@ class _Handler(BaseHTTPRequestHandler):
         """Zero-copy body: sendfile(2) straight from the object file, counting what actually went out."""
         sock = self.connection
         sent = 0
+        pace = self.server.s3.bandwidth
         try:
+            if pace:  # an S3-like link: one connection gets `bandwidth` bytes/s, as real S3 does (~100 MB/s)
+                started = time.monotonic()
+                while sent < count:
+                    n = os.sendfile(sock.fileno(), f.fileno(), offset + sent, min(count - sent, 256 * 1024))
+                    if n == 0:
+                        raise OSError("object file shorter than its recorded size")
+                    sent += n
+                    ahead = sent / pace - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                return sent
             if not hasattr(os, "sendfile"):
                 sent = sock.sendfile(f, offset, count)
                 return sent
@@ -1481,6 +1493,7 @@ class S3Server:
         self.store = store
         self.faults = faults
         self.accept_aws_chunked = accept_aws_chunked
+        self.bandwidth: float | None = None  # bytes/s per response body; None = as fast as loopback goes
         self.multipart_uploads: dict[str, MultipartUpload] = {}
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         self._lock = threading.Lock()
