@@ -175,12 +175,13 @@ class Filesystem:
             raise BpfsError(f"{handle.path}: not open for writing", errno.EBADF)
         return self.writer.write(handle, data, offset)
 
-    def flush(self, fh: int) -> None:
+    def flush(self, fh: int, caller: int | None = None) -> None:
+        """`caller` is the pid closing the file: an upload closed by a dying process is aborted."""
         handle = self._handle(fh)
         if isinstance(handle, ControlWrite):
             self._control(handle)
         elif not isinstance(handle, OpenFile) and self.writer is not None:
-            self.writer.flush(handle)
+            self.writer.flush(handle, caller)
 
     def _control(self, handle: ControlWrite) -> None:
         for line in bytes(handle.buffer).decode(errors="replace").splitlines():

@@ -98,7 +98,7 @@ class Operations(fuse.Operations):
 
     @_mapped
     def flush(self, path: str, fi) -> int:
-        self.fs.flush(fi.fh)
+        self.fs.flush(fi.fh, caller=fuse.fuse_get_context()[2])
         return 0
 
     @_mapped

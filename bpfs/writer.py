@@ -28,6 +28,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bpfs.api import ApiClient
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
@@ -138,6 +139,28 @@ class Handle:
     dirty: bool = False
     result: BpfsError | None = None
     settled: bool = False
+
+
+def dying(pid: int | None) -> str | None:
+    """How the process closing a file ends, when it is exiting abnormally; None while it lives or exits 0.
+
+    A killed `cp` closes its files on the way out, which would otherwise complete a truncated upload.
+    /proc/PID/stat shows PF_EXITING (flag 0x4) and the exit code (field 52) while the files are closed.
+    """
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        flags, exit_code = int(fields[6]), int(fields[49])
+    except (OSError, IndexError, ValueError):
+        return None
+    if not flags & 0x4:
+        return None
+    if exit_code & 0x7F:
+        return f"was killed by signal {exit_code & 0x7F}"
+    if exit_code >> 8:
+        return f"exited with status {exit_code >> 8}"
+    return None
 
 
 class SampleWriter:
@@ -366,9 +389,10 @@ class SampleWriter:
         self.stats.add("bytes_served", len(chunk))
         return chunk
 
-    def flush(self, handle: Handle) -> None:
+    def flush(self, handle: Handle, caller: int | None = None) -> None:
         """The close() that cp checks: finishes the upload the first time it sees data. A flush with no
-        data yet does nothing (the shell's `>` closes a dup'ed fd before the command writes)."""
+        data yet does nothing (the shell's `>` closes a dup'ed fd before the command writes). A flush
+        from a process that is dying (Ctrl-C on cp, a crash) aborts instead: its file is incomplete."""
         if handle.kind == "meta":
             if handle.result is not None:
                 raise handle.result
@@ -385,6 +409,10 @@ class SampleWriter:
         with f.lock:
             if f.state == "writing" and f.stream.size == 0 and f.broken is None:
                 return
+            death = dying(caller) if f.state == "writing" else None
+            if death is not None and f.broken is None:
+                f.broken = BpfsError(f"{self._file_path(f)}: the writing process (pid {caller}) {death} before "
+                                     "closing the file; the upload is aborted, not recorded as complete", errno.EIO)
             self._finish(f)
 
     def release(self, handle: Handle) -> None:

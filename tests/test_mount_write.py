@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -695,3 +696,24 @@ def test_unmount_during_an_upload_aborts_it(make_mount, tmp_path):
     assert samples_named(emu, name) == []  # its sample had no other file: deleted again
     assert uploads_with_key(emu, upload_key) == []
     assert open_mpus(emu) == []
+
+
+@pytest.mark.parametrize("how", ["signal", "status"])
+def test_a_writer_that_dies_midway_records_nothing_complete(make_mount, tmp_path, how):
+    """A killed cp closes its files on the way out: that close must abort, not complete a truncated file."""
+    m = make_mount()
+    name = unique("killed")
+    target = m.path / "samples" / "new" / f"{name}.fastq"
+    ending = "os.kill(os.getpid(), signal.SIGKILL)" if how == "signal" else "os._exit(3)"
+    code = ("import os, signal, sys\n"
+            "f = open(sys.argv[1], 'wb')\n"
+            "f.write(os.urandom(12 * 1024 * 1024))\n"
+            "f.flush()\n"
+            f"{ending}\n")
+    subprocess.run([sys.executable, "-c", code, str(target)], timeout=120)
+    wait_for(lambda: not open_mpus(m.emulator) and not any(
+        u["status"] == "in_progress" for u in uploads_with_key(m.emulator, f"/{name}.fastq")),
+        what="the upload to settle")
+    assert all(u["status"] == "failed" for u in uploads_with_key(m.emulator, f"/{name}.fastq"))
+    assert samples_named(m.emulator, name) == []  # no sample is left behind that has no file
+    assert any("the writing process" in line for line in m.log.read_text().splitlines())
