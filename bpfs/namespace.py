@@ -29,6 +29,7 @@ from bpfs.stats import Stats
 log = logging.getLogger("bpfs.namespace")
 
 DIR_MODE = stat.S_IFDIR | 0o555
+INDEX_SUFFIXES = (".bai", ".csi", ".crai", ".tbi", ".fai")
 FILE_MODE = stat.S_IFREG | 0o444
 
 
@@ -382,6 +383,10 @@ class Namespace:
         if len(rest) == 2:
             listing = view.expression_dir(rest[1])
             if listing is not None:
+                if for_lookup is not None and for_lookup not in listing:
+                    companion = view.companion(listing, for_lookup)
+                    if companion is not None:
+                        return {**listing, for_lookup: companion}
                 return listing
         raise NotFound(f"{path}: no such directory")
 
@@ -420,6 +425,7 @@ class AnalysisView:
             if entry is not None:
                 files.append((f, entry))
         self.files = files
+        self.by_key = {f.key: entry for f, entry in files}
         self.known_tags = frozenset(t for f, _ in files for t in f.tags)
         self.top: dict[str, Entry] = {"analysis.json": _generated(_pretty_json(analysis.raw), self.mtime),
                                       "all": _dir(self.mtime)}
@@ -429,6 +435,21 @@ class AnalysisView:
                 self.top[name] = _dir(self.mtime)
         self.all_tree = self._tree(analysis, namespace.api.user_id)
         self._expressions: dict[str, dict[str, Entry] | None] = {}
+
+    def companion(self, listing: dict[str, Entry], name: str) -> Entry | None:
+        """The index beside a listed file (`x.bam.bai`, `x.bai`, `x.vcf.gz.tbi`...), found though not listed:
+        samtools, tabix and IGV look for it next to the data file, which sits in another tag's directory."""
+        for suffix in INDEX_SUFFIXES:
+            if not name.endswith(suffix) or len(name) == len(suffix):
+                continue
+            base = name[: -len(suffix)]
+            for data_name in (base, base + ".bam", base + ".cram"):
+                entry = listing.get(data_name)
+                if entry is not None and entry.key and entry.key.endswith("/" + data_name):
+                    for key in (entry.key[: -len(data_name)] + name, entry.key + suffix):
+                        if key in self.by_key:
+                            return self.by_key[key]
+        return None
 
     def expression_dir(self, name: str) -> dict[str, Entry] | None:
         """The flat directory a tag expression names; None when it is invalid or matches nothing."""

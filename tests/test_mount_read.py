@@ -373,3 +373,21 @@ def test_zero_byte_object_reads_empty(make_mount, emulator):
         with emulator.state.lock:
             emulator.state.files.pop(record["id"], None)
             emulator.state.analyses[10001]["file_ids"].remove(record["id"])
+
+
+def test_index_files_resolve_beside_data_in_tag_directories(mount, tmp_path):
+    d = mount.path / "analyses" / "10000" / "bam"
+    assert "liver_rep1.bam.bai" not in os.listdir(d)  # not listed: cp -r bam/ copies exactly the tag's files
+    bai = s3_bytes(mount.emulator, "analyses/7/10000/star/liver_rep1.bam.bai")
+    assert (d / "liver_rep1.bam.bai").read_bytes() == bai
+    assert (d / "liver_rep1.bai").read_bytes() == bai
+    region = subprocess.run(["samtools", "view", str(d / "liver_rep1.bam"), "chr1:10000-20000"],
+                            capture_output=True, check=True).stdout
+    assert region and region == subprocess.run(
+        ["samtools", "view", str(mount.path / "analyses/10000/all/star/liver_rep1.bam"), "chr1:10000-20000"],
+        capture_output=True, check=True).stdout
+    vcf_dir = mount.path / "analyses" / "10001" / "vcf"
+    vcf = next(n for n in os.listdir(vcf_dir) if n.endswith(".vcf.gz"))
+    assert subprocess.run(["tabix", str(vcf_dir / vcf), "chr1:1-500000"], capture_output=True).returncode == 0
+    with pytest.raises(FileNotFoundError):
+        os.stat(d / "nothing.bam.bai")
