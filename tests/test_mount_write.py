@@ -20,7 +20,6 @@ from bpfs import api as bpfs_api
 from tests.conftest import needs_fuse
 
 pytestmark = needs_fuse
-needs_slow = pytest.mark.skipif(os.environ.get("BPFS_SLOW") != "1", reason="slow: set BPFS_SLOW=1 to run")
 
 MiB = 1 << 20
 
@@ -454,8 +453,7 @@ def test_64_mib_file(make_mount, tmp_path):
     assert emu.store.info(emu.bucket, upload["key"]).etag.endswith('-8"')  # eight 8 MiB parts
 
 
-@pytest.mark.slow
-@needs_slow
+@pytest.mark.slow  # about 12 s; deselect with -m "not slow"
 def test_1_gib_file(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
