@@ -54,7 +54,7 @@ class Filesystem:
 
     # -- metadata ----------------------------------------------------------------------------------
     def attributes(self, entry: Entry) -> dict:
-        mode = entry.mode & ~self.options.umask if entry.is_dir else entry.mode & ~(self.options.umask & 0o222)
+        mode = entry.mode & ~(self.options.umask & 0o777)
         if self.options.ro:
             mode &= ~0o222
         mtime_ns = int(entry.mtime * 1e9)

@@ -20,7 +20,7 @@ from cachetools import LRUCache, TLRUCache
 
 from bpfs import tags as tagexpr
 from bpfs.api import ApiClient
-from bpfs.errors import AccessDenied, NotFound, RemoteError
+from bpfs.errors import NotFound, RemoteError
 from bpfs.names import safe_name, unique_names, with_id
 from bpfs.records import Analysis, AnalysisFile, Genome, Sample, Workflow
 from bpfs.s3 import ObjectClient
@@ -398,10 +398,6 @@ class Namespace:
         except NotFound:
             log.warning("s3://%s/%s is listed by the API but missing from S3; hiding it", bucket, key)
             return None
-        except AccessDenied:
-            raise
-        except RemoteError:
-            raise
 
     def file_entry(self, f: AnalysisFile, analysis: Analysis) -> Entry | None:
         size = f.filesize

@@ -391,3 +391,12 @@ def test_index_files_resolve_beside_data_in_tag_directories(mount, tmp_path):
     assert subprocess.run(["tabix", str(vcf_dir / vcf), "chr1:1-500000"], capture_output=True).returncode == 0
     with pytest.raises(FileNotFoundError):
         os.stat(d / "nothing.bam.bai")
+
+
+def test_ownership_permissions_and_allow_other_options(make_mount):
+    m = make_mount(options=("uid=1234,gid=5678,umask=027,allow_other",))
+    st = os.stat(m.path / "genomes" / "hg19.json")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1234, 5678, 0o440)
+    d = os.stat(m.path / "analyses")
+    assert (d.st_uid, d.st_mode & 0o777) == (1234, 0o550)
+    assert "allow_other" in next(line for line in open("/proc/mounts") if str(m.path) in line)
