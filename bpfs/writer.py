@@ -4,26 +4,24 @@ A directory under `samples/new/` is a *draft*: a sample being created, named aft
 directory. A file created straight in `samples/new/` is a draft of its own (a single-end
 sample named after the file). The sample record is created lazily, with the first data file,
 so an empty `mkdir` leaves nothing on the server. Each data file follows the official
-client's flow (basepair-api.md §8): POST the upload record (`in_progress`, `order`,
-`is_paired_end`, key `uploads/{user}/{sample}/{basename}`) when the file is created, stream
-the bytes to S3 while they are written (`bpfs.upload`), and at the first `close()` of a file
-with data finish the object and PUT the record `completed`. Any failure fails that close with
-EIO, aborts the multipart upload, marks the record `failed`, and deletes the sample again if
-none of its files completed.
+client's flow (basepair-api.md §8): POST the upload record (`in_progress`) when the file is
+created, stream the bytes to S3 while they are written (`bpfs.upload`), and at the first
+`close()` of a file with data finish the object and PUT the record `completed`. Any failure
+fails that close with EIO, aborts the multipart upload, marks the record `failed`, and deletes
+the sample again if none of its files completed. The records themselves (names, sample.json,
+request bodies) are `bpfs.samples`.
 
 Locks: `SampleWriter._lock` guards the registry of drafts, `Draft.lock` a draft's state,
-`Draft.create_lock` serialises creating/deleting its sample record, `DraftFile.lock` one file.
-Order when nested: file → create_lock → registry → draft lock. None is global across the mount
-while a request is on the wire, except a draft's create_lock (that draft only).
+`Draft.create_lock` serialises creating/deleting/renaming its sample record, `DraftFile.lock`
+one file. Order when nested: file → create_lock → registry → draft lock. None is global across
+the mount while a request is on the wire, except a draft's create_lock (that draft only).
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -35,38 +33,13 @@ from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.namespace import Entry, Namespace
 from bpfs.options import MountOptions
 from bpfs.s3 import ObjectClient
+from bpfs.samples import META_NAME, SampleRecords, is_read2, logged_error, sample_name, upload_name
 from bpfs.stats import Stats
 from bpfs.upload import DEFAULT_PART, MIN_PART, ObjectStream, UploadPool
 
 log = logging.getLogger("bpfs.writer")
 
-META_NAME = "sample.json"
-META_KEYS = ("genome", "datatype", "platform", "default_workflow", "info", "projects")
-META_LIMIT = 1 << 20
-READ2 = re.compile(r"(?:_R2|_2|\.R2|_R2_001)\.(?:fastq|fq)(?:\.gz|\.bz2)?$", re.IGNORECASE)
-RSYNC_TEMP = re.compile(r"^\.(.+)\.[A-Za-z0-9]{6}$")  # rsync writes .NAME.XXXXXX, then renames it to NAME
-
-
-def sample_name(filename: str) -> str:
-    """The sample a single file makes: `.gz`/`.bz2` dropped, then `.fastq`/`.fq`."""
-    name = re.sub(r"\.(gz|bz2)$", "", filename, flags=re.IGNORECASE)
-    name = re.sub(r"\.(fastq|fq)$", "", name, flags=re.IGNORECASE)
-    return name or filename
-
-
-def upload_name(filename: str) -> str:
-    """The basename a file is uploaded under: an rsync temporary file goes straight to its final name."""
-    match = RSYNC_TEMP.match(filename)
-    return match.group(1) if match else filename
-
-
-def is_read2(filename: str) -> bool:
-    return READ2.search(filename) is not None
-
-
-def _error(message: str, code: int) -> BpfsError:
-    log.error("%s", message)
-    return BpfsError(message, code)
+META_LIMIT = 1 << 20  # sample.json is kept in memory while it is written
 
 
 @dataclass(frozen=True)
@@ -96,6 +69,10 @@ class DraftFile:
         self.broken: BpfsError | None = None  # a non-sequential write: the file can only fail now
 
     @property
+    def path(self) -> str:
+        return self.draft.path(self.name)
+
+    @property
     def current_size(self) -> int:
         return self.stream.size if self.state in ("starting", "writing") and self.stream else self.size
 
@@ -119,6 +96,18 @@ class Draft:
         self.completed = 0  # uploads completed into the current sample
         self.mtime = time.time()
 
+    def path(self, name: str) -> str:
+        """The mount path of one of its files (a single-file draft is its one file)."""
+        return f"samples/new/{self.entry_name}/{name}" if self.is_dir else f"samples/new/{name}"
+
+    def paired(self, basename: str) -> bool:
+        """Read 2 of a paired-end sample: only a directory can hold both reads."""
+        return self.is_dir and is_read2(basename)
+
+    def single_file(self) -> DraftFile | None:
+        with self.lock:
+            return next(iter(self.files.values()), None)
+
     def listing(self) -> dict[str, Entry]:
         with self.lock:
             out: dict[str, Entry] = {name: f.entry() for name, f in self.files.items()}
@@ -139,6 +128,10 @@ class Handle:
     dirty: bool = False
     result: BpfsError | None = None
     settled: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.file.path if self.file is not None else self.draft.path(META_NAME)
 
 
 def dying(pid: int | None) -> str | None:
@@ -164,9 +157,12 @@ def dying(pid: int | None) -> str | None:
 
 
 class SampleWriter:
+    """What Filesystem calls for every path below `samples/new/` (those it `owns`)."""
+
     def __init__(self, api: ApiClient, objects: ObjectClient, namespace: Namespace, stats: Stats,
                  options: MountOptions) -> None:
         self.api, self.objects, self.namespace, self.stats, self.options = api, objects, namespace, stats, options
+        self.records = SampleRecords(api, namespace, options)
         part = options.part_mb << 20
         self.pool = UploadPool(objects, stats, part_size=part if part >= MIN_PART else DEFAULT_PART)
         self.bucket = objects.default_bucket
@@ -186,9 +182,12 @@ class SampleWriter:
         parts = self._split(path)
         return parts is not None and len(parts) <= 2
 
-    def _draft(self, name: str) -> Draft:
+    def _lookup(self, name: str) -> Draft | None:
         with self._lock:
-            draft = self._drafts.get(name)
+            return self._drafts.get(name)
+
+    def _draft(self, name: str) -> Draft:
+        draft = self._lookup(name)
         if draft is None:
             raise NotFound(f"samples/new/{name}: no such file or directory")
         return draft
@@ -206,8 +205,7 @@ class SampleWriter:
             draft = self._draft(parts[0])
             if draft.is_dir:
                 raise BpfsError(f"{path}: is a directory", errno.EISDIR)
-            with draft.lock:
-                found = next(iter(draft.files.values()), None)
+            found = draft.single_file()
             if found is None:
                 raise NotFound(f"{path}: no such file")
             return draft, found, False
@@ -226,15 +224,13 @@ class SampleWriter:
         parts = self._split(path)
         if not parts or len(parts) > 2:
             return None
-        with self._lock:
-            draft = self._drafts.get(parts[0])
+        draft = self._lookup(parts[0])
         if draft is None:
             return None
         if len(parts) == 1:
             if draft.is_dir:
                 return Entry(True, mtime=draft.mtime, writable=True)
-            with draft.lock:
-                found = next(iter(draft.files.values()), None)
+            found = draft.single_file()
             return found.entry() if found is not None else None
         return draft.listing().get(parts[1]) if draft.is_dir else None
 
@@ -251,8 +247,7 @@ class SampleWriter:
             return out
         parts = rel.split("/")
         if len(parts) == 1:
-            with self._lock:
-                draft = self._drafts.get(parts[0])
+            draft = self._lookup(parts[0])
             if draft is not None and draft.is_dir:
                 return draft.listing()
         raise NotFound(f"samples/new/{rel}: no such directory")
@@ -290,8 +285,8 @@ class SampleWriter:
             return self._create_file(draft, parts[1])
         name = parts[0]
         if name == META_NAME:
-            raise _error(f"{path}: sample.json belongs in a sample directory (samples/new/<name>/sample.json)",
-                         errno.EINVAL)
+            raise logged_error(f"{path}: sample.json belongs in a sample directory "
+                               "(samples/new/<name>/sample.json)", errno.EINVAL)
         with self._lock:
             if name in self._drafts:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
@@ -312,19 +307,21 @@ class SampleWriter:
         if found.state != "done":
             raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
         if writing:
-            raise _error(f"{path}: already uploaded; files of a sample cannot be changed", errno.EPERM)
+            raise logged_error(f"{path}: already uploaded; files of a sample cannot be changed", errno.EPERM)
         return Handle(draft, "read", file=found)
 
     def _create_file(self, draft: Draft, name: str) -> Handle:
-        path = f"samples/new/{draft.entry_name}/{name}" if draft.is_dir else f"samples/new/{name}"
+        """Register the file, create the sample if it is the first, and POST its upload record."""
         f = DraftFile(draft, name)
+        path = f.path
         with draft.lock:
             if name in draft.files:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
             if any(other.basename == f.basename for other in draft.files.values()):
-                raise _error(f"{path}: {f.basename} is already in this sample", errno.EPERM)
+                raise logged_error(f"{path}: {f.basename} is already in this sample", errno.EPERM)
             if draft.meta_error:
-                raise _error(f"{path}: refused: {draft.meta_error}; fix or remove sample.json first", errno.EINVAL)
+                raise logged_error(f"{path}: refused: {draft.meta_error}; fix or remove sample.json first",
+                                   errno.EINVAL)
             draft.files[name] = f
             draft.active += 1
         self.stats.add("uploads_in_flight")
@@ -334,20 +331,11 @@ class SampleWriter:
                 with draft.lock:
                     order = draft.next_order
                     draft.next_order += 1
-                f.key = f"uploads/{self.api.user_id}/{sample_id}/{f.basename}"
-                paired = draft.is_dir and is_read2(f.basename)
-                sample_ref = sample_id if self.api.dialect == "v3" else f"{self.api.config.base_url}samples/{sample_id}"
-                f.upload_id = self.api.create("uploads", {
-                    "sample": sample_ref, "key": f.key, "filesize": 0, "status": "in_progress", "order": order,
-                    "is_paired_end": paired, "source": "api", "uri": None})
+                f.key = self.records.upload_key(sample_id, f.basename)
+                paired = draft.paired(f.basename)
+                f.upload_id = self.records.start_upload(sample_id, f.key, order, paired)
         except BaseException:
-            with draft.lock:
-                if draft.files.get(name) is f:
-                    del draft.files[name]
-                draft.active -= 1
-            self.stats.add("uploads_in_flight", -1)
-            self.stats.add("uploads_failed")
-            self._settle(draft)
+            self._drop_failed(f)
             raise
         f.stream = ObjectStream(self.pool, self.bucket, f.key)
         f.state = "writing"
@@ -360,21 +348,21 @@ class SampleWriter:
         if handle.kind == "meta" and handle.writable:
             return self._write_meta(handle, data, offset)
         if handle.kind != "data":
-            raise BpfsError(f"{self._path(handle)}: not open for writing", errno.EBADF)
+            raise BpfsError(f"{handle.path}: not open for writing", errno.EBADF)
         f = handle.file
         with f.lock:
             if f.state != "writing":
-                raise BpfsError(f"{self._path(handle)}: the upload was already finished by an earlier close()",
+                raise BpfsError(f"{handle.path}: the upload was already finished by an earlier close()",
                                 errno.EBADF)
             if offset != f.stream.size:
-                f.broken = _error(f"{self._path(handle)}: write at offset {offset} while the file has "
-                                  f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, rsync "
-                                  "write that way); the upload will fail at close", errno.ESPIPE)
+                f.broken = logged_error(f"{handle.path}: write at offset {offset} while the file has "
+                                        f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
+                                        "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
             try:
                 f.stream.append(data)
             except BpfsError as exc:
-                raise RemoteError(f"{self._path(handle)}: upload failed: {exc}") from None
+                raise RemoteError(f"{handle.path}: upload failed: {exc}") from None
             f.mtime = time.time()
         return len(data)
 
@@ -382,7 +370,7 @@ class SampleWriter:
         if handle.kind == "meta":
             return bytes(handle.buffer[offset:offset + size])
         if handle.kind != "read":
-            raise BpfsError(f"{self._path(handle)}: a file being uploaded cannot be read", errno.EBADF)
+            raise BpfsError(f"{handle.path}: a file being uploaded cannot be read", errno.EBADF)
         f = handle.file
         end = min(offset + size, f.size)
         chunk = self.objects.get_range(self.bucket, f.key, offset, end) if end > offset else b""
@@ -411,7 +399,7 @@ class SampleWriter:
                 return
             death = dying(caller) if f.state == "writing" else None
             if death is not None and f.broken is None:
-                f.broken = BpfsError(f"{self._file_path(f)}: the writing process (pid {caller}) {death} before "
+                f.broken = BpfsError(f"{f.path}: the writing process (pid {caller}) {death} before "
                                      "closing the file; the upload is aborted, not recorded as complete", errno.EIO)
             self._finish(f)
 
@@ -421,7 +409,7 @@ class SampleWriter:
                 try:
                     self._apply_meta(handle)
                 except BpfsError as exc:
-                    log.error("%s: %s", self._path(handle), exc)
+                    log.error("%s: %s", handle.path, exc)
             return
         if handle.kind != "data":
             return
@@ -433,24 +421,21 @@ class SampleWriter:
                 except BpfsError as exc:
                     log.error("%s", exc)
 
+    # -- the upload lifecycle ----------------------------------------------------------------------
     def _finish(self, f: DraftFile) -> None:
         """Complete (first call) or repeat the outcome (later calls). Holds f.lock."""
         if f.state == "done":
             return
         if f.state == "failed":
             raise f.error
-        path = self._file_path(f)
+        path = f.path
         made = False
         try:
             if f.broken is not None:
                 raise f.broken
             size = f.stream.finish()
             made = True
-            body = {"filesize": size, "status": "completed", "timetaken": int(time.monotonic() - f.started),
-                    "seq_length": 0}
-            if self.api.dialect == "v3":
-                body["key"] = f.key
-            self.api.update("uploads", f.upload_id, body)
+            self.records.end_upload(f.upload_id, f.key, "completed", size, time.monotonic() - f.started)
         except Exception as exc:  # a bug too must fail the file, never leave it half-done
             if not isinstance(exc, BpfsError):
                 log.exception("%s: completing the upload", path)
@@ -465,7 +450,6 @@ class SampleWriter:
         self.stats.add("uploads_in_flight", -1)
         self.stats.add("uploads_completed")
         log.info("uploaded %s (%d bytes) as s3://%s/%s", path, size, self.bucket, f.key)
-        self.namespace.refresh("/samples")
 
     def _fail(self, f: DraftFile, error: BpfsError, made: bool = False) -> None:
         """Abort the object, mark the record failed, forget the file; delete a sample left with no file."""
@@ -476,15 +460,15 @@ class SampleWriter:
                 self.objects.delete_object(self.bucket, f.key)
             except BpfsError as exc:
                 log.error("could not delete s3://%s/%s: %s", self.bucket, f.key, exc)
-        body = {"status": "failed", "filesize": f.stream.size, "timetaken": int(time.monotonic() - f.started),
-                "seq_length": 0}
-        if self.api.dialect == "v3":
-            body["key"] = f.key
         try:
-            self.api.update("uploads", f.upload_id, body)
+            self.records.end_upload(f.upload_id, f.key, "failed", f.stream.size, time.monotonic() - f.started)
         except BpfsError as exc:
             log.error("could not mark upload %d failed: %s", f.upload_id, exc)
         f.state, f.error = "failed", error
+        self._drop_failed(f)
+
+    def _drop_failed(self, f: DraftFile) -> None:
+        """Forget a file whose upload failed (or never started), and settle its draft."""
         draft = f.draft
         with draft.lock:
             if draft.files.get(f.name) is f:
@@ -494,13 +478,10 @@ class SampleWriter:
         self.stats.add("uploads_failed")
         self._settle(draft)
 
-    # -- the sample record -------------------------------------------------------------------------
     def _ensure_sample(self, draft: Draft) -> int:
         """The draft's sample id, creating the record on first use. Holds draft.create_lock."""
         if draft.sample_id is None:
-            body = self._sample_body(draft.name, {**self._defaults(), **draft.settings})
-            draft.sample_id = self.api.create("samples", body)
-            log.info("created sample %d (%s)", draft.sample_id, draft.name)
+            draft.sample_id = self.records.create_sample(draft.name, draft.settings)
         return draft.sample_id
 
     def _settle(self, draft: Draft) -> None:
@@ -512,73 +493,19 @@ class SampleWriter:
                     draft.sample_id, draft.next_order = None, 0
             if doomed is not None:
                 try:
-                    self.api.delete("samples", doomed)
+                    self.records.delete_sample(doomed)
                     log.info("deleted sample %d (%s): none of its files was uploaded", doomed, draft.name)
                 except BpfsError as exc:
                     log.error("sample %d (%s) has no file but could not be deleted: %s", doomed, draft.name, exc)
-                self.namespace.refresh("/samples")
         self._forget_if_empty(draft)
 
     def _forget_if_empty(self, draft: Draft) -> None:
+        """A single-file draft lives as long as its file; a directory until rmdir."""
         if draft.is_dir:
             return
         with self._lock, draft.lock:
             if not draft.files and not draft.active and self._drafts.get(draft.entry_name) is draft:
                 del self._drafts[draft.entry_name]
-
-    def _defaults(self) -> dict:
-        out: dict = {}
-        opts = self.options
-        for key in ("genome", "datatype", "platform"):
-            if getattr(opts, key):
-                out[key] = getattr(opts, key)
-        if opts.default_workflow:
-            out["default_workflow"] = self._workflow(opts.default_workflow, "mount option default_workflow")
-        if "genome" in out:
-            self._genome(out["genome"], "mount option genome")
-        return out
-
-    def _genome(self, value: object, where: str) -> int:
-        genomes = self.namespace.genomes()
-        for g in genomes:
-            if (isinstance(value, str) and g.name == value) or (isinstance(value, int) and g.id == value):
-                return g.id
-        raise _error(f"{where}: unknown genome {value!r} (see genomes/index.tsv)", errno.EINVAL)
-
-    def _workflow(self, value: object, where: str) -> int:
-        try:
-            workflow_id = int(value)
-        except (TypeError, ValueError):
-            raise _error(f"{where}: default_workflow must be a workflow id, not {value!r}", errno.EINVAL) from None
-        if isinstance(value, bool) or not any(w.id == workflow_id for w in self.namespace.workflows()):
-            raise _error(f"{where}: unknown workflow {value!r} (see workflows/index.tsv)", errno.EINVAL)
-        return workflow_id
-
-    def _sample_body(self, name: str | None, settings: dict) -> dict:
-        """POST samples as §8 step 2 has it, in the mount's dialect; without a name, the fields of an update."""
-        v3 = self.api.dialect == "v3"
-        body: dict = {}
-        if name is not None:
-            body = {"name": name, "datatype": settings.get("datatype") or "rna-seq"}
-        elif settings.get("datatype"):
-            body["datatype"] = settings["datatype"]
-        if settings.get("genome") is not None:
-            genome_id = self._genome(settings["genome"], name or META_NAME)
-            body["genome"] = genome_id if v3 else next(g.name for g in self.namespace.genomes() if g.id == genome_id)
-        if settings.get("platform"):
-            body["platform"] = settings["platform"]
-        if settings.get("default_workflow") is not None:
-            body["default_workflow"] = self.api.fk(self.api.workflows_resource, settings["default_workflow"])
-        if settings.get("projects"):
-            if v3:
-                body["projects"] = list(settings["projects"])
-            else:
-                body["projectId"] = settings["projects"][0]
-        if settings.get("info"):
-            body["info"] = dict(settings["info"])
-        if v3 and name is not None:
-            body["meta"] = {"source": "api"}
-        return body
 
     # -- sample.json -------------------------------------------------------------------------------
     def _open_meta(self, draft: Draft, truncate: bool) -> Handle:
@@ -589,7 +516,7 @@ class SampleWriter:
 
     def _write_meta(self, handle: Handle, data: bytes, offset: int) -> int:
         if offset + len(data) > META_LIMIT:
-            raise _error(f"{self._path(handle)}: sample.json is limited to {META_LIMIT} bytes", errno.EFBIG)
+            raise logged_error(f"{handle.path}: sample.json is limited to {META_LIMIT} bytes", errno.EFBIG)
         buffer = handle.buffer
         if offset > len(buffer):
             buffer.extend(b"\0" * (offset - len(buffer)))
@@ -604,49 +531,16 @@ class SampleWriter:
         draft, text = handle.draft, bytes(handle.buffer)
         handle.settled, handle.dirty = True, False
         try:
-            settings = self._parse_meta(text)
+            settings = self.records.parse_meta(text)
         except BpfsError as exc:
             with draft.lock:
                 draft.meta_error = str(exc)
             raise
         with draft.create_lock:
-            update = self._sample_body(None, settings) if draft.sample_id is not None else {}
-            if update:
-                self.api.update("samples", draft.sample_id, update)
-                self.namespace.refresh("/samples")
+            if draft.sample_id is not None:
+                self.records.update_sample(draft.sample_id, settings)
             with draft.lock:
                 draft.settings, draft.meta_error = settings, None
-
-    def _parse_meta(self, text: bytes) -> dict:
-        where = "sample.json"
-        if not text.strip():
-            return {}
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _error(f"{where}: not valid JSON ({exc})", errno.EINVAL) from None
-        if not isinstance(data, dict):
-            raise _error(f"{where}: must be a JSON object", errno.EINVAL)
-        unknown = sorted(set(data) - set(META_KEYS))
-        if unknown:
-            raise _error(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(META_KEYS)})", errno.EINVAL)
-        settings = {k: v for k, v in data.items() if v is not None}
-        for key in ("datatype", "platform"):
-            if key in settings and not isinstance(settings[key], str):
-                raise _error(f"{where}: {key} must be a string", errno.EINVAL)
-        if "genome" in settings:
-            if not isinstance(settings["genome"], str | int) or isinstance(settings["genome"], bool):
-                raise _error(f"{where}: genome must be a genome name", errno.EINVAL)
-            self._genome(settings["genome"], where)
-        if "default_workflow" in settings:
-            settings["default_workflow"] = self._workflow(settings["default_workflow"], where)
-        if "info" in settings and not isinstance(settings["info"], dict):
-            raise _error(f"{where}: info must be an object of key/values", errno.EINVAL)
-        projects = settings.get("projects")
-        if projects is not None and (not isinstance(projects, list)
-                                     or not all(isinstance(p, int) and not isinstance(p, bool) for p in projects)):
-            raise _error(f"{where}: projects must be a list of project ids", errno.EINVAL)
-        return settings
 
     # -- unlink, truncate, rename, delete ----------------------------------------------------------
     def unlink(self, path: str) -> None:
@@ -673,24 +567,21 @@ class SampleWriter:
             return
         if found.current_size == length:
             return  # O_TRUNC on a new file, or cp setting the size it already has
-        raise _error(f"{path}: cannot change the size of a file being or already uploaded (to {length}): "
-                     "bpfs accepts sequential writes only", errno.EPERM)
+        raise logged_error(f"{path}: cannot change the size of a file being or already uploaded (to {length}): "
+                           "bpfs accepts sequential writes only", errno.EPERM)
 
     def rename(self, old: str, new: str) -> None:
         po, pn = self._split(old) or [], self._split(new) or []
         if len(po) != len(pn) or (len(po) == 2 and po[0] != pn[0]):
-            raise _error(f"{old} -> {new}: files can be renamed only within one sample directory", errno.EPERM)
+            raise logged_error(f"{old} -> {new}: files can be renamed only within one sample directory",
+                               errno.EPERM)
         if len(po) == 1:
             draft = self._draft(po[0])
             with self._lock:
                 if pn[0] in self._drafts and pn[0] != po[0]:
                     raise BpfsError(f"{new}: exists", errno.EEXIST)
             if draft.is_dir:
-                with draft.create_lock:
-                    if draft.sample_id is not None:
-                        self.api.update("samples", draft.sample_id, {"name": pn[0]})
-                        self.namespace.refresh("/samples")
-                    draft.name = pn[0]
+                self._rename_sample(draft, pn[0])
             else:
                 _, found, _ = self._resolve(old)
                 self._rename_file(draft, found, pn[0])
@@ -701,42 +592,42 @@ class SampleWriter:
             return
         draft = self._draft_dir(po[0])
         if META_NAME in (po[1], pn[1]):
-            raise _error(f"{old} -> {new}: sample.json cannot be renamed", errno.EPERM)
+            raise logged_error(f"{old} -> {new}: sample.json cannot be renamed", errno.EPERM)
         _, found, _ = self._resolve(old)
         with draft.lock:
             if pn[1] in draft.files and pn[1] != po[1]:
                 raise BpfsError(f"{new}: exists", errno.EEXIST)
         self._rename_file(draft, found, pn[1])
 
+    def _rename_sample(self, draft: Draft, name: str) -> None:
+        with draft.create_lock:
+            if draft.sample_id is not None:
+                self.records.rename_sample(draft.sample_id, name)
+            draft.name = name
+
     def _rename_file(self, draft: Draft, f: DraftFile, new_name: str) -> None:
         """rsync's temporary files were uploaded under their final name already; any other rename of an
         uploaded file is a server-side copy to the new key, and the record follows."""
         with f.lock:
             if f.state != "done":
-                raise BpfsError(f"{self._file_path(f)}: rename it after close()", errno.EBUSY)
+                raise BpfsError(f"{f.path}: rename it after close()", errno.EBUSY)
             base = upload_name(new_name)
             if base != f.basename:
                 with draft.lock:
                     if any(o is not f and o.basename == base for o in draft.files.values()):
                         raise BpfsError(f"{new_name}: already in this sample", errno.EEXIST)
                 if f.size > self.objects.MAX_COPY_SIZE:
-                    raise _error(f"{self._file_path(f)}: files over 5 GiB cannot be renamed once uploaded",
-                                 errno.EPERM)
+                    raise logged_error(f"{f.path}: files over 5 GiB cannot be renamed once uploaded", errno.EPERM)
                 key = f.key.rsplit("/", 1)[0] + "/" + base
                 self.objects.copy_object(self.bucket, f.key, key)
-                self.api.update("uploads", f.upload_id, {"key": key, "is_paired_end": draft.is_dir and is_read2(base)})
+                self.records.move_upload(f.upload_id, key, draft.paired(base))
                 try:
                     self.objects.delete_object(self.bucket, f.key)
                 except BpfsError as exc:
                     log.error("renamed, but the old object s3://%s/%s stays: %s", self.bucket, f.key, exc)
                 f.key, f.basename = key, base
-                self.namespace.refresh("/samples")
             if not draft.is_dir and sample_name(base) != draft.name:
-                with draft.create_lock:
-                    if draft.sample_id is not None:
-                        self.api.update("samples", draft.sample_id, {"name": sample_name(base)})
-                        self.namespace.refresh("/samples")
-                    draft.name = sample_name(base)
+                self._rename_sample(draft, sample_name(base))
             with draft.lock:
                 if draft.files.get(f.name) is f:
                     del draft.files[f.name]
@@ -749,14 +640,13 @@ class SampleWriter:
             drafts = [d for d in self._drafts.values() if d.sample_id == sample_id]
         if any(d.active for d in drafts):
             raise BpfsError(f"samples/{sample_id}: files are being uploaded into it", errno.EBUSY)
-        self.api.delete("samples", sample_id)
+        self.records.delete_sample(sample_id)
         log.info("deleted sample %d", sample_id)
         for draft in drafts:
             with draft.lock:
                 draft.sample_id, draft.next_order, draft.completed = None, 0, 0
                 draft.files = {n: f for n, f in draft.files.items() if f.state != "done"}
             self._forget_if_empty(draft)
-        self.namespace.refresh("/samples")
 
     def shutdown(self) -> None:
         """At unmount: uploads still open are aborted and marked failed, never left in progress."""
@@ -768,16 +658,5 @@ class SampleWriter:
             for f in files:
                 with f.lock:
                     if f.state == "writing":
-                        self._fail(f, RemoteError(f"{self._file_path(f)}: unmounted before the file was closed"))
+                        self._fail(f, RemoteError(f"{f.path}: unmounted before the file was closed"))
         self.pool.shutdown()
-
-    # -- helpers -----------------------------------------------------------------------------------
-    @staticmethod
-    def _file_path(f: DraftFile) -> str:
-        draft = f.draft
-        return f"samples/new/{draft.entry_name}/{f.name}" if draft.is_dir else f"samples/new/{f.name}"
-
-    def _path(self, handle: Handle) -> str:
-        if handle.file is not None:
-            return self._file_path(handle.file)
-        return f"samples/new/{handle.draft.entry_name}/{META_NAME}"

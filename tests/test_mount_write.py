@@ -316,7 +316,8 @@ def test_sample_json_sets_genome_datatype_platform_info(make_mount, tmp_path, di
         assert body["genome"] == "mm10" and body["default_workflow"] == f"/api/v1/workflows/{workflow_id}"
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"genome": "no-such-genome"}', '{"genom": "hg19"}', "[1, 2]"])
+@pytest.mark.parametrize("content", ["{not json", '{"genome": "no-such-genome"}', '{"genom": "hg19"}', "[1, 2]",
+                                     '{"default_workflow": 7.5}', '{"default_workflow": 999}'])
 def test_bad_sample_json_fails_and_creates_nothing(make_mount, tmp_path, content):
     m = make_mount()
     emu = m.emulator

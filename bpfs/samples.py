@@ -1,0 +1,207 @@
+"""The Basepair records behind the drop box: which sample and upload a file makes, and how to ask for them.
+
+Naming: a file dropped on its own makes a sample named after it (`sample_name`); rsync's temporary
+`.NAME.XXXXXX` is uploaded under NAME (`upload_name`); in a sample directory a `_R2`-style name is
+read 2 (`is_read2`). Settings come from the mount options (`-o genome=,datatype=,...`) overridden by
+the draft's `sample.json`, validated here so a bad one is refused with a clear message at close().
+`SampleRecords` builds the request bodies in the mount's API dialect (v1 or v3, basepair-api.md §8)
+and sends them through `ApiClient`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import re
+
+from bpfs.api import ApiClient
+from bpfs.errors import BpfsError
+from bpfs.namespace import Namespace
+from bpfs.options import MountOptions
+from bpfs.records import Genome
+
+log = logging.getLogger("bpfs.writer")  # the drop box's one log: its lines tell one story
+
+META_NAME = "sample.json"
+META_KEYS = ("genome", "datatype", "platform", "default_workflow", "info", "projects")
+READ2 = re.compile(r"(?:_R2|_2|\.R2|_R2_001)\.(?:fastq|fq)(?:\.gz|\.bz2)?$", re.IGNORECASE)
+RSYNC_TEMP = re.compile(r"^\.(.+)\.[A-Za-z0-9]{6}$")  # rsync writes .NAME.XXXXXX, then renames it to NAME
+
+
+def sample_name(filename: str) -> str:
+    """The sample a single file makes: `.gz`/`.bz2` dropped, then `.fastq`/`.fq`."""
+    name = re.sub(r"\.(gz|bz2)$", "", filename, flags=re.IGNORECASE)
+    name = re.sub(r"\.(fastq|fq)$", "", name, flags=re.IGNORECASE)
+    return name or filename
+
+
+def upload_name(filename: str) -> str:
+    """The basename a file is uploaded under: an rsync temporary file goes straight to its final name."""
+    match = RSYNC_TEMP.match(filename)
+    return match.group(1) if match else filename
+
+
+def is_read2(filename: str) -> bool:
+    return READ2.search(filename) is not None
+
+
+def logged_error(message: str, code: int) -> BpfsError:
+    """An error the user caused: logged too, since the errno alone does not say what to fix."""
+    log.error("%s", message)
+    return BpfsError(message, code)
+
+
+def _invalid(message: str) -> BpfsError:
+    return logged_error(message, errno.EINVAL)
+
+
+class SampleRecords:
+    """Sample and upload records: validation, request bodies, and the API calls.
+
+    Every change that alters what `samples/` lists drops its cached listing; creating a sample does
+    not, so a sample shows up once its first file is complete.
+    """
+
+    def __init__(self, api: ApiClient, namespace: Namespace, options: MountOptions) -> None:
+        self.api, self.namespace, self.options = api, namespace, options
+
+    @property
+    def v3(self) -> bool:
+        return self.api.dialect == "v3"
+
+    # -- settings ----------------------------------------------------------------------------------
+    def defaults(self) -> dict:
+        """The settings the mount options give every new sample (checked each time: genomes come and go)."""
+        out: dict = {}
+        opts = self.options
+        for key in ("genome", "datatype", "platform"):
+            if getattr(opts, key):
+                out[key] = getattr(opts, key)
+        if opts.default_workflow:
+            out["default_workflow"] = self.workflow_id(opts.default_workflow, "mount option default_workflow")
+        if "genome" in out:
+            self.genome(out["genome"], "mount option genome")
+        return out
+
+    def parse_meta(self, text: bytes) -> dict:
+        """The settings in a sample.json (empty: none), or a BpfsError (EINVAL) saying what is wrong."""
+        where = META_NAME
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _invalid(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise _invalid(f"{where}: must be a JSON object")
+        unknown = sorted(set(data) - set(META_KEYS))
+        if unknown:
+            raise _invalid(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(META_KEYS)})")
+        settings = {k: v for k, v in data.items() if v is not None}
+        for key in ("datatype", "platform"):
+            if key in settings and not isinstance(settings[key], str):
+                raise _invalid(f"{where}: {key} must be a string")
+        if "genome" in settings:
+            if not isinstance(settings["genome"], str | int) or isinstance(settings["genome"], bool):
+                raise _invalid(f"{where}: genome must be a genome name")
+            self.genome(settings["genome"], where)
+        if "default_workflow" in settings:
+            settings["default_workflow"] = self.workflow_id(settings["default_workflow"], where)
+        if "info" in settings and not isinstance(settings["info"], dict):
+            raise _invalid(f"{where}: info must be an object of key/values")
+        projects = settings.get("projects")
+        if projects is not None and (not isinstance(projects, list)
+                                     or not all(isinstance(p, int) and not isinstance(p, bool) for p in projects)):
+            raise _invalid(f"{where}: projects must be a list of project ids")
+        return settings
+
+    def genome(self, value: object, where: str) -> Genome:
+        """The genome a setting names (by name, or by id); `where` says which setting in the error."""
+        for g in self.namespace.genomes():
+            if (isinstance(value, str) and g.name == value) or (isinstance(value, int) and g.id == value):
+                return g
+        raise _invalid(f"{where}: unknown genome {value!r} (see genomes/index.tsv)")
+
+    def workflow_id(self, value: object, where: str) -> int:
+        # an int, or digits (mount options arrive as text); never a float or a bool silently truncated
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            raise _invalid(f"{where}: default_workflow must be a workflow id, not {value!r}")
+        workflow_id = int(value)
+        if not any(w.id == workflow_id for w in self.namespace.workflows()):
+            raise _invalid(f"{where}: unknown workflow {value!r} (see workflows/index.tsv)")
+        return workflow_id
+
+    # -- sample records ----------------------------------------------------------------------------
+    def create_sample(self, name: str, settings: dict) -> int:
+        """POST the sample (§8 step 2) with the mount's defaults under `settings`; its id."""
+        sample_id = self.api.create("samples", self._sample_body(name, {**self.defaults(), **settings}))
+        log.info("created sample %d (%s)", sample_id, name)
+        return sample_id
+
+    def update_sample(self, sample_id: int, settings: dict) -> None:
+        """Apply a sample.json to a sample that exists already (nothing to send: no request)."""
+        body = self._sample_body(None, settings)
+        if body:
+            self.api.update("samples", sample_id, body)
+            self.namespace.refresh("/samples")
+
+    def rename_sample(self, sample_id: int, name: str) -> None:
+        self.api.update("samples", sample_id, {"name": name})
+        self.namespace.refresh("/samples")
+
+    def delete_sample(self, sample_id: int) -> None:
+        try:
+            self.api.delete("samples", sample_id)
+        finally:  # even a failed DELETE may have gone through
+            self.namespace.refresh("/samples")
+
+    def _sample_body(self, name: str | None, settings: dict) -> dict:
+        """POST samples in the mount's dialect; without a name, the fields of an update."""
+        body: dict = {}
+        if name is not None:
+            body = {"name": name, "datatype": settings.get("datatype") or "rna-seq"}
+        elif settings.get("datatype"):
+            body["datatype"] = settings["datatype"]
+        if settings.get("genome") is not None:
+            genome = self.genome(settings["genome"], name or META_NAME)
+            body["genome"] = genome.id if self.v3 else genome.name
+        if settings.get("platform"):
+            body["platform"] = settings["platform"]
+        if settings.get("default_workflow") is not None:
+            body["default_workflow"] = self.api.fk(self.api.workflows_resource, settings["default_workflow"])
+        if settings.get("projects"):
+            if self.v3:
+                body["projects"] = list(settings["projects"])
+            else:
+                body["projectId"] = settings["projects"][0]
+        if settings.get("info"):
+            body["info"] = dict(settings["info"])
+        if self.v3 and name is not None:
+            body["meta"] = {"source": "api"}
+        return body
+
+    # -- upload records ----------------------------------------------------------------------------
+    def upload_key(self, sample_id: int, basename: str) -> str:
+        return f"uploads/{self.api.user_id}/{sample_id}/{basename}"
+
+    def start_upload(self, sample_id: int, key: str, order: int, paired: bool) -> int:
+        """POST the upload record `in_progress` (§8 step 3), before any byte goes to S3; its id."""
+        sample_ref = sample_id if self.v3 else f"{self.api.config.base_url}samples/{sample_id}"
+        return self.api.create("uploads", {
+            "sample": sample_ref, "key": key, "filesize": 0, "status": "in_progress", "order": order,
+            "is_paired_end": paired, "source": "api", "uri": None})
+
+    def end_upload(self, upload_id: int, key: str, status: str, size: int, seconds: float) -> None:
+        """PUT the upload's outcome: `completed` (lists the file in its sample) or `failed`."""
+        body = {"filesize": size, "status": status, "timetaken": int(seconds), "seq_length": 0}
+        if self.v3:
+            body["key"] = key
+        self.api.update("uploads", upload_id, body)
+        if status == "completed":
+            self.namespace.refresh("/samples")
+
+    def move_upload(self, upload_id: int, key: str, paired: bool) -> None:
+        """The record follows an uploaded file that was renamed (copied to a new key)."""
+        self.api.update("uploads", upload_id, {"key": key, "is_paired_end": paired})
+        self.namespace.refresh("/samples")
