@@ -24,7 +24,7 @@ log = logging.getLogger("bpfs.upload")
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 DEFAULT_PART = 8 << 20
 MAX_PARTS = 10_000  # S3's limit
-PER_FILE = 3  # parts of one file in flight at once
+PER_FILE = 6  # parts of one file in flight: a single cp needs several connections to S3, as upload_file uses
 GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (files above 8 GiB)
 
 
