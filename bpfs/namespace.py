@@ -224,9 +224,7 @@ class Namespace:
             if not rest:
                 return self._analyses_dir()
             return self._analysis_subdir(rest, path, for_lookup)
-        if self.lookup(path).is_dir:  # a known directory with nothing in it is impossible here
-            return {}
-        raise NotFound(f"{path}: not a directory")
+        raise NotFound(f"{path}: no such directory")
 
     # -- listings --------------------------------------------------------------------------------
     def genomes(self) -> list[Genome]:
