@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -84,16 +85,16 @@ class Filesystem:
 
     # -- reading -----------------------------------------------------------------------------------
     def open(self, path: str, flags: int) -> tuple[int, OpenFile | object]:
-        accmode = flags & (0o3)
+        accmode = flags & os.O_ACCMODE
         if self.writer is not None and self.writer.owns(path):
             handle = self.writer.open(path, flags)
             return self._register(handle), handle
-        if path == REFRESH and accmode != 0:
+        if path == REFRESH and accmode != os.O_RDONLY:
             if self.options.ro:
                 self.refuse(path, "write")
             handle = ControlWrite(bytearray())
             return self._register(handle), handle
-        if accmode != 0 or flags & (0o1000 | 0o100):  # O_WRONLY/O_RDWR, O_TRUNC, O_CREAT
+        if accmode != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
             self.refuse(path, "open for writing")
         entry = self.namespace.lookup(path)
         if entry.is_dir:
