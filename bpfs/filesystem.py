@@ -12,12 +12,16 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bpfs.errors import AccessDenied, BpfsError, ReadOnly
 from bpfs.namespace import Entry, Namespace
 from bpfs.options import MountOptions
 from bpfs.reader import Reader, ReaderFactory
 from bpfs.stats import Stats
+
+if TYPE_CHECKING:
+    from bpfs.writer import SampleWriter
 
 log = logging.getLogger("bpfs.fs")
 
@@ -46,7 +50,7 @@ class OpenFile:
 
 class Filesystem:
     def __init__(self, namespace: Namespace, readers: ReaderFactory, stats: Stats, options: MountOptions,
-                 writer: object | None = None) -> None:
+                 writer: SampleWriter | None = None) -> None:
         self.namespace, self.readers, self.stats, self.options = namespace, readers, stats, options
         self.writer = writer  # the sample writer (samples/new/), when writes are allowed
         self._handles: dict[int, object] = {}
