@@ -44,6 +44,13 @@ def make_file(path: Path, size: int) -> Path:
     return path
 
 
+def new_draft(m, name: str) -> Path:
+    """mkdir samples/new/<name>: a sample being created."""
+    draft = m.path / "samples" / "new" / name
+    draft.mkdir()
+    return draft
+
+
 def digest(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -145,8 +152,7 @@ def test_paired_sample_mkdir_and_cp(make_mount, tmp_path, dialect, record_api):
     name = unique(f"liver_{dialect}")
     r1 = make_file(tmp_path / "src" / f"{name}_R1.fastq.gz", 20 * MiB + 12345)
     r2 = make_file(tmp_path / "src" / f"{name}_R2.fastq.gz", 3 * MiB)
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     assert samples_named(emu, name) == []  # an empty mkdir creates nothing
     assert os.listdir(m.path / "samples" / "new").count(name) == 1
     cp(r1, r2, draft)
@@ -242,8 +248,7 @@ def test_rename_after_upload_moves_the_object(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
     name = unique("mv")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     src = make_file(tmp_path / "x.fastq", 100_000)
     cp(src, draft / "tmp.fastq")
     os.rename(draft / "tmp.fastq", draft / "x_R2.fastq")
@@ -298,8 +303,7 @@ def test_sample_json_sets_genome_datatype_platform_info(make_mount, tmp_path, di
     meta = tmp_path / "sample.json"
     meta.write_text(json.dumps({"genome": "mm10", "datatype": "chip-seq", "platform": "illumina",
                                 "default_workflow": workflow_id, "info": {"stranded": "reverse"}}))
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     cp(meta, draft)
     assert samples_named(emu, name) == []  # sample.json alone creates nothing yet
     assert json.loads((draft / "sample.json").read_text())["genome"] == "mm10"
@@ -326,8 +330,7 @@ def test_bad_sample_json_fails_and_creates_nothing(make_mount, tmp_path, content
     (src / "sample.json").parent.mkdir()
     (src / "sample.json").write_text(content)
     r1 = make_file(src / "a_R1.fastq", 1000)
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     result = cp(src / "sample.json", r1, draft, check=False)
     assert result.returncode != 0
     assert "Invalid argument" in result.stderr
@@ -342,8 +345,7 @@ def test_sample_json_after_the_data_updates_the_sample(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
     name = unique("late_meta")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     cp(make_file(tmp_path / "a.fastq", 100), draft)
     (tmp_path / "sample.json").write_text('{"genome": "hg19", "info": {"barcode": "ACGT"}}')
     cp(tmp_path / "sample.json", draft)
@@ -367,8 +369,7 @@ def test_zero_byte_file(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
     name = unique("empty")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     cp(make_file(tmp_path / "empty_R1.fastq", 0), draft)
     sample = the_sample(emu, name)
     upload = wait_for(lambda: [u for u in uploads_of(emu, sample["id"]) if u["status"] == "completed"],
@@ -382,8 +383,7 @@ def test_names_with_spaces(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
     name = unique("my liver sample")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     src = make_file(tmp_path / "lane one R1.fastq.gz", 6 * MiB)
     cp(src, draft)
     sample = the_sample(emu, name)
@@ -425,8 +425,7 @@ def test_two_files_copied_concurrently_into_one_draft(make_mount, tmp_path):
     m = make_mount()
     emu = m.emulator
     name = unique("same_draft")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     files = [make_file(tmp_path / f"p_R{i}.fastq", 10 * MiB + i) for i in (1, 2)]
     results = []
     threads = [threading.Thread(target=lambda f=f: results.append(cp(f, draft, check=False))) for f in files]
@@ -500,8 +499,7 @@ def test_listing_shows_a_file_being_written_with_its_size(make_mount):
     m = make_mount()
     emu = m.emulator
     name = unique("growing")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     fd = os.open(draft / "g_R1.fastq", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.write(fd, b"A" * (3 * MiB))
@@ -619,8 +617,7 @@ def _fails_cleanly(m, tmp_path, fault_on: str, size: int, **fault) -> None:
     emu = m.emulator
     faults = emu.faults_api if fault_on == "api" else emu.faults_s3
     name = unique("fault")
-    draft = m.path / "samples" / "new" / name
-    draft.mkdir()
+    draft = new_draft(m, name)
     r1, r2 = make_file(tmp_path / "f_R1.fastq", 1000), make_file(tmp_path / "f_R2.fastq", size)
     cp(r1, draft)
     faults.add(**fault)
