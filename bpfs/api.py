@@ -1,23 +1,32 @@
-"""The Basepair REST client: both dialects, pagination, timeouts and retries.
+"""The Basepair REST client: pagination, timeouts, retries, and a server's mistakes kept in bounds.
 
-Credentials travel in the query string (the service's only scheme), so nothing here
-ever logs a full URL: `_redact` strips them from every message.
+Credentials travel in the query string (the service's only scheme), so they go to the configured
+host only: a redirect elsewhere is refused, and every message passes the one redaction. Every
+wait and every buffer is bounded: a reply body is read up to `MAX_BODY`, a listing stops at
+pages the `total_count` could honestly need and refuses a server that repeats pages, and one
+malformed record costs that record only (a log line and the `bad_records` counter).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import re
+import math
+import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from bpfs.config import Config
-from bpfs.errors import AccessDenied, NotFound, RemoteError
+from bpfs.dialects import Dialect, dialect_for
+from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.records import Analysis, Genome, Sample, Workflow, fk_id
+from bpfs.redact import redact
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.api")
@@ -28,30 +37,32 @@ CONNECT_TIMEOUT = 5.0
 # a server that stalls is retried once only: one call costs at most 2 * (5 s + timeout) + 2 s.
 RETRIES = 3
 READ_RETRIES = 1
-
-
-def _redact(text: str) -> str:
-    return re.sub(r"(api_key|key|secret|X-Amz-Signature|Signature)=[^&\s]*", r"\1=***", text)
+MAX_BODY = 64 << 20  # one reply; a page of 100 analyses is ~200 KB, a detail with 10,000 files ~5 MB
+MAX_LIST_OBJECTS = 100_000  # one collection; the largest accounts hold thousands, and 100k records is ~200 MB
+MAX_REDIRECTS = 3  # same-origin redirects (a trailing slash added by the server)
+T = TypeVar("T")
 
 
 class ApiClient:
     def __init__(self, config: Config, stats: Stats | None = None, retries: int = RETRIES) -> None:
         self.config = config
         self.stats = stats or Stats()
-        self.dialect = config.dialect
+        self.dialect: Dialect = dialect_for(config.dialect, config.base_url)
         self.session = requests.Session()
         retry = Retry(
             total=retries,
             connect=retries,
             read=min(retries, READ_RETRIES),
             status=retries,
+            redirect=0,
             backoff_factor=0.25,
             status_forcelist=(500, 502, 503, 504),
             allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
             raise_on_status=False,
+            raise_on_redirect=False,
             respect_retry_after_header=True,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "bpfs"
@@ -59,29 +70,42 @@ class ApiClient:
         self.user: dict | None = None
 
     # -- transport ---------------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        parts = urlsplit(self.config.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
     def url(self, resource: str) -> str:
         return self.config.base_url + resource.strip("/")
 
     def request(self, method: str, resource: str, params: dict | None = None, body: Any = None,
-                slash: bool = False) -> requests.Response:
+                slash: bool = False) -> tuple[requests.Response, bytes]:
+        """One call: the response and its body (at most MAX_BODY bytes). Errors become BpfsErrors."""
         url = self.url(resource) + ("/" if slash else "")
-        query = dict(self.auth)
-        if params:
-            query.update(params)
-        self.stats.add("api_requests")
+        query = {**(params or {}), **self.auth}
         started = time.monotonic()
-        try:
-            response = self.session.request(
-                method, url, params=query, json=body, timeout=(CONNECT_TIMEOUT, self.config.timeout)
-            )
-        except requests.RequestException as exc:
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.stats.add("api_requests")
+            try:
+                response = self.session.request(method, url, params=query, json=body, stream=True,
+                                                allow_redirects=False,
+                                                timeout=(CONNECT_TIMEOUT, self.config.timeout))
+                with response:
+                    content = self._read_body(method, resource, response)
+            except requests.RequestException as exc:
+                self.stats.add("api_errors")
+                raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
+                                  f"{unreachable_reason(exc, self.config.timeout)}") from None
+            if not response.is_redirect:
+                break
+            url = self._follow(method, resource, url, response)
+        else:
             self.stats.add("api_errors")
-            reason = _redact(f"{type(exc).__name__}: {exc}")
-            raise RemoteError(f"{method} {resource}: API unreachable ({reason})") from None
+            raise RemoteError(f"{method} {resource}: more than {MAX_REDIRECTS} redirects")
         log.debug("%s %s -> %s in %.3fs", method, resource, response.status_code, time.monotonic() - started)
         if response.status_code >= 400:
             self.stats.add("api_errors")
-            detail = _error_detail(response)
+            detail = error_detail(content)
             where = f"{method} {resource}: HTTP {response.status_code}{': ' + detail if detail else ''}"
             if response.status_code == 401:
                 raise AccessDenied(f"credentials refused by {self.config.base_url} ({where})")
@@ -89,51 +113,116 @@ class ApiClient:
                 raise AccessDenied(where)
             if response.status_code == 404:
                 raise NotFound(where)
-            raise RemoteError(where)
-        return response
+            raise RemoteError(where, status=response.status_code)
+        return response, content
+
+    def _read_body(self, method: str, resource: str, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise RemoteError(f"{method} {resource}: the API sent {int(declared)} bytes, more than the "
+                              f"{MAX_BODY >> 20} MiB bpfs accepts in one reply")
+        chunks, size = [], 0
+        for chunk in response.iter_content(1 << 16):
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RemoteError(f"{method} {resource}: the API sent more than the {MAX_BODY >> 20} MiB "
+                                  "bpfs accepts in one reply")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _follow(self, method: str, resource: str, url: str, response: requests.Response) -> str:
+        """The next URL of a redirect on the same origin; a redirect anywhere else would carry the key there."""
+        target = urljoin(url, response.headers.get("Location", ""))
+        here, there = urlsplit(url), urlsplit(target)
+        if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+            self.stats.add("api_errors")
+            shown = redact(f"{there.scheme}://{there.netloc}")
+            raise RemoteError(f"{method} {resource}: the API at {self.host} redirects to {shown}; bpfs sends "
+                              "credentials only to the configured host and does not follow it: put the right "
+                              "address in the config file")
+        return target.split("?", 1)[0]  # the query (with the credentials) is sent again by us
 
     def get_json(self, resource: str, params: dict | None = None) -> Any:
-        if self.dialect == "v3":
-            params = {"view": "sdk", **(params or {})}
-        response = self.request("GET", resource, params=params)
-        try:
-            body = response.json()
-        except ValueError:
-            raise RemoteError(f"GET {resource}: the API answered with something that is not JSON") from None
+        _, content = self.request("GET", resource, params={**self.dialect.read_params(), **(params or {})})
+        body = parse_json(content, f"GET {resource}")
         if isinstance(body, dict) and body.get("error"):
-            raise RemoteError(f"GET {resource}: {body['error']}")
+            raise RemoteError(f"GET {resource}: {str(body['error'])[:200]}")
         return body
 
     def list(self, resource: str, params: dict | None = None) -> list[dict]:
-        """Every object of a collection: pages of `limit` until `total_count`; a bare list is the whole thing."""
+        """Every object of a collection, in pages; a bare list is the whole collection.
+
+        A broken server cannot make this loop: a page that repeats only what was seen, more pages
+        than `total_count` could need, or more than MAX_LIST_OBJECTS objects stop it with an error.
+        A listing answered 404 is an error too (EIO), never an empty directory.
+        """
         objects: list[dict] = []
+        seen: set = set()
         offset = 0
-        while True:
-            body = self.get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+        max_pages: int | None = None
+        for page_number in range(1, 1 << 30):
+            try:
+                body = self.get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+            except NotFound as exc:
+                raise RemoteError(f"listing {resource}: {exc}") from None
             if isinstance(body, list):
                 return objects + [o for o in body if isinstance(o, dict)]
             if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
-                raise RemoteError(f"GET {resource}: unexpected list body")
+                raise RemoteError(f"GET {resource}: unexpected list body (no 'objects' list)")
             page = [o for o in body["objects"] if isinstance(o, dict)]
-            objects.extend(page)
-            total = (body.get("meta") or {}).get("total_count")
-            if not page or total is None or len(objects) >= int(total):
-                return objects  # an empty page ends it even if total_count says more (no endless loop)
-            offset += len(page)
+            total = _count(body.get("meta"))
+            if total is not None and total > MAX_LIST_OBJECTS:
+                raise RemoteError(f"GET {resource}: the API claims {total} records; bpfs lists at most "
+                                  f"{MAX_LIST_OBJECTS}")
+            if max_pages is None and total is not None:
+                max_pages = math.ceil(total / PAGE_SIZE) + 1  # what the count honestly needs, plus one
+            fresh = []
+            for obj in page:
+                ident = _identity(obj)
+                if ident not in seen:
+                    seen.add(ident)
+                    fresh.append(obj)
+            if page and not fresh:
+                raise RemoteError(f"GET {resource}: the API repeats records already listed at offset {offset} "
+                                  "(it ignores offset?); listing stopped")
+            objects.extend(fresh)
+            if len(objects) > MAX_LIST_OBJECTS:
+                raise RemoteError(f"GET {resource}: more than {MAX_LIST_OBJECTS} records; listing stopped")
+            if not page or total is None or len(objects) >= total:
+                return objects  # an empty page ends it even if total_count says more
+            if max_pages is not None and page_number >= max_pages:
+                raise RemoteError(f"GET {resource}: {page_number} pages did not deliver the {total} records the "
+                                  "API announced; listing stopped")
+            offset += min(len(page), PAGE_SIZE)  # a server may page fewer than asked, never more
+        raise AssertionError("unreachable")
+
+    def parsed(self, kind: str, raws: list[dict], parse: Callable[[dict], T]) -> list[T]:
+        """Records parsed one by one: a malformed one is skipped with a log line, never its neighbours."""
+        out: list[T] = []
+        ids: set[int] = set()
+        for raw in raws:
+            try:
+                record = parse(raw)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                self.stats.add("bad_records")
+                log.warning("skipped a malformed %s record (id %s): %s", kind, redact(repr(raw.get("id")))[:40],
+                            redact(str(exc))[:200])
+                continue
+            _log_problems(self.stats, kind, record)
+            if record.id in ids:  # type: ignore[attr-defined]
+                self.stats.add("bad_records")
+                log.warning("skipped a second %s record with id %s", kind, record.id)  # type: ignore[attr-defined]
+                continue
+            ids.add(record.id)  # type: ignore[attr-defined]
+            out.append(record)
+        return out
 
     # -- resources ---------------------------------------------------------------------------------
-    @property
-    def workflows_resource(self) -> str:
-        return "workflows" if self.dialect == "v1" else "pipelines"
-
     def whoami(self) -> dict:
         """Check the credentials and learn the user id (used in upload keys)."""
-        params = {"username": self.config.username}
-        if self.dialect == "v3":
-            params["limit"] = 1
-        body = self.get_json("users", params)
+        body = self.get_json("users", self.dialect.whoami_params(self.config.username))
         users = body.get("objects") if isinstance(body, dict) else body
-        if not users:
+        if not users or not isinstance(users, list) or not isinstance(users[0], dict):
             raise AccessDenied(f"the API knows no user {self.config.username!r}")
         self.user = users[0]
         return self.user
@@ -143,70 +232,163 @@ class ApiClient:
         return fk_id(self.user.get("id") or self.user.get("resource_uri")) if self.user else None
 
     def storage_configuration(self) -> dict:
-        return self.get_json("users/get_configuration", {"origin": "cli"})
+        body = self.get_json("users/get_configuration", {"origin": "cli"})
+        if not isinstance(body, dict):
+            raise RemoteError("GET users/get_configuration: expected a JSON object")
+        return body
 
     def genomes(self) -> list[Genome]:
-        return [Genome.parse(r) for r in self.list("genomes")]
+        return self.parsed("genome", self.list("genomes"), Genome.parse)
 
     def workflows(self) -> list[Workflow]:
-        return [Workflow.parse(r) for r in self.list(self.workflows_resource)]
+        return self.parsed("workflow", self.list(self.dialect.workflows), Workflow.parse)
 
     def samples(self) -> list[Sample]:
-        return [Sample.parse(r, self.config.bucket) for r in self.list("samples")]
+        return self.parsed("sample", self.list("samples"), lambda r: Sample.parse(r, self.config.bucket))
 
     def sample(self, sample_id: int) -> Sample:
-        return Sample.parse(self.get_json(f"samples/{sample_id}"), self.config.bucket)
+        return self._detail("sample", f"samples/{sample_id}", lambda r: Sample.parse(r, self.config.bucket))
 
     def analyses(self) -> list[Analysis]:
-        return [Analysis.parse(r, self.config.bucket) for r in self.list("analyses")]
+        return self.parsed("analysis", self.list("analyses"), lambda r: Analysis.parse(r, self.config.bucket))
 
     def analysis(self, analysis_id: int) -> Analysis:
-        return Analysis.parse(self.get_json(f"analyses/{analysis_id}"), self.config.bucket)
+        return self._detail("analysis", f"analyses/{analysis_id}",
+                            lambda r: Analysis.parse(r, self.config.bucket))
 
-    # -- writes (sample creation) ------------------------------------------------------------------
+    def _detail(self, kind: str, resource: str, parse: Callable[[dict], T]) -> T:
+        body = self.get_json(resource)
+        if not isinstance(body, dict):
+            raise RemoteError(f"GET {resource}: expected a JSON object")
+        try:
+            record = parse(body)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            self.stats.add("bad_records")
+            raise RemoteError(f"GET {resource}: malformed {kind} record: {str(exc)[:200]}") from None
+        _log_problems(self.stats, kind, record)
+        return record
+
+    # -- writes ------------------------------------------------------------------------------------
     def fk(self, resource: str, value: int) -> int | str:
-        """A foreign key as the dialect wants it in a request body."""
-        if self.dialect == "v1":
-            return f"/{self.config.base_url.split('://', 1)[-1].split('/', 1)[-1]}{resource}/{value}"
-        return value
+        return self.dialect.fk(resource, value)
 
     def create(self, resource: str, body: dict) -> int:
         """POST a new record; v1 answers 201 + Location, v3 a body with `id`."""
-        response = self.request("POST", resource, body=body, slash=self.dialect == "v3")
-        location = response.headers.get("Location", "")
-        new_id = None
+        return fk_id(self.create_record(resource, body).get("id")) or 0
+
+    def create_record(self, resource: str, body: dict) -> dict:
+        """POST a new record; the server's record (at least its `id`)."""
+        response, content = self.request("POST", resource, body=body, slash=self.dialect.write_slash)
         try:
-            payload = response.json() if response.content else {}
-        except ValueError:
+            payload = json.loads(content) if content.strip() else {}
+        except (ValueError, RecursionError):
             payload = {}
-        if isinstance(payload, dict):
-            if payload.get("error"):
-                raise RemoteError(f"POST {resource}: {payload['error']}")
-            new_id = fk_id(payload.get("id"))
-        if new_id is None:
-            new_id = fk_id(location)
+        if not isinstance(payload, dict):
+            payload = {}
+        if payload.get("error"):
+            raise RemoteError(f"POST {resource}: {str(payload['error'])[:200]}")
+        new_id = fk_id(payload.get("id")) or fk_id(response.headers.get("Location", ""))
         if new_id is None:
             raise RemoteError(f"POST {resource}: the API returned no id for the new record")
-        return new_id
+        return {**payload, "id": new_id}
 
     def update(self, resource: str, record_id: int, body: dict) -> None:
-        self.request("PUT", f"{resource}/{record_id}", body=body, slash=self.dialect == "v3")
+        self.request("PUT", f"{resource}/{record_id}", body=body, slash=self.dialect.write_slash)
 
     def delete(self, resource: str, record_id: int) -> None:
         self.request("DELETE", f"{resource}/{record_id}")
 
 
-def _error_detail(response: requests.Response) -> str:
+def _log_problems(stats: Stats, kind: str, record: object) -> None:
+    """One line per record whose nested items (files, uploads) were partly malformed."""
+    problems = getattr(record, "problems", ())
+    if problems:
+        stats.add("bad_records", len(problems))
+        log.warning("%s %s: skipped %d malformed item(s): %s", kind, getattr(record, "id", "?"), len(problems),
+                    redact("; ".join(problems))[:300])
+
+
+def parse_json(content: bytes, where: str) -> Any:
     try:
-        body = response.json()
+        return json.loads(content)
+    except RecursionError:
+        raise RemoteError(f"{where}: the API answered JSON nested too deeply") from None
     except ValueError:
-        return _redact(response.text[:200].strip())
+        raise RemoteError(f"{where}: the API answered with something that is not JSON") from None
+
+
+def _count(meta: object) -> int | None:
+    total = meta.get("total_count") if isinstance(meta, dict) else None
+    if isinstance(total, bool) or not isinstance(total, int | str):
+        return None
+    try:
+        value = int(total)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _identity(obj: dict) -> object:
+    """What makes a listed record the same as one seen before: its id, else its whole content."""
+    ident = obj.get("id", obj.get("resource_uri"))
+    if isinstance(ident, int | str) and not isinstance(ident, bool):
+        return ("id", ident)
+    return ("body", json.dumps(obj, sort_keys=True, default=str)[:4096])
+
+
+def unreachable_reason(exc: BaseException, read_timeout: float) -> str:
+    """Why a request never got an answer, in words a user can act on."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 12:
+        chain.append(seen)
+        nxt = getattr(seen, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = seen.__cause__ or seen.__context__
+        if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
+            nxt = seen.args[0]
+        seen = nxt
+    text = " ".join(str(e) for e in chain)
+    if isinstance(exc, requests.exceptions.SSLError) or "SSL" in text or "CERTIFICATE" in text.upper():
+        return f"TLS failed ({redact(str(chain[-1]))[:160]})"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"connection timed out after {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, requests.exceptions.ReadTimeout) or "Read timed out" in text:
+        return f"no answer within {read_timeout:g} s (timed out)"
+    if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in text \
+            or "Temporary failure in name resolution" in text or "NameResolution" in text:
+        return "the host name could not be resolved (DNS)"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
+        return "connection refused (is the host and port right, is the server up?)"
+    if any(isinstance(e, TimeoutError | socket.timeout) for e in chain) or "timed out" in text:
+        return "timed out"
+    if any(isinstance(e, ConnectionResetError) for e in chain) or "reset" in text.lower():
+        return "the connection was reset"
+    return redact(f"{type(chain[-1]).__name__}: {chain[-1]}")[:200]
+
+
+def error_detail(content: bytes) -> str:
+    """The server's own words from an error body (the v3 client's conventions, §4.3)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return redact(content[:200].decode(errors="replace").strip())
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            return str(errors[0].get("detail", ""))[:200]
-        for key in ("error", "detail", "message", "msg"):
+            return redact(str(errors[0].get("detail", "")))[:300]
+        for key in ("error", "detail", "message", "msg", "warning"):
             if body.get(key):
-                return str(body[key])[:200]
+                return redact(_words(body[key]))[:300]
     return ""
 
+
+def _words(value: object) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_words(v)}" for k, v in value.items() if v)
+    if isinstance(value, list):
+        return "; ".join(_words(v) for v in value)
+    return str(value)
+
+
+__all__ = ["ApiClient", "BpfsError", "MAX_BODY", "PAGE_SIZE", "RETRIES", "error_detail", "parse_json"]

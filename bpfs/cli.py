@@ -7,6 +7,7 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -17,9 +18,10 @@ from bpfs import __version__
 from bpfs.config import find_config, load_config
 from bpfs.daemon import Readiness, daemonize
 from bpfs.errors import BpfsError
-from bpfs.logs import setup_logging
-from bpfs.mounting import check_mountpoint, mounted_fuse, serve, unmount
+from bpfs.logs import QUIET, setup_logging
+from bpfs.mounting import check_fuse, check_mountpoint, mounted_fuse, serve, unmount
 from bpfs.options import parse_options
+from bpfs.redact import redact
 
 log = logging.getLogger("bpfs")
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
     except BpfsError as exc:
-        print(f"bpfs: {exc}", file=sys.stderr)
+        print(f"bpfs: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -90,6 +92,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     options = parse_options(args.options)
     config = load_config(find_config(args.config))
     mountpoint = check_mountpoint(args.mountpoint)
+    check_fuse()
     for warning in config.warnings:
         print(f"bpfs: warning: {warning}", file=sys.stderr)
     readiness = Readiness(None) if args.foreground else daemonize()  # before any thread or socket exists
@@ -100,16 +103,17 @@ def cmd_mount(args: argparse.Namespace) -> int:
     try:
         serve(config, options, mountpoint, on_ready=readiness.ready, debug=args.debug)
     except BpfsError as exc:
-        log.error("mount failed: %s", exc)
-        readiness.failed(str(exc))
+        log.error("mount failed: %s", exc, extra={QUIET: True})  # the user gets it once, below
+        readiness.failed(redact(str(exc)))
         if args.foreground:
             raise
         return 1
     except Exception as exc:
-        log.exception("mount failed")
-        readiness.failed(f"mount failed: {exc} (details in {log_path})")
+        log.exception("mount failed", extra={QUIET: True})
+        message = redact(f"mount failed: {exc} (details in {log_path})")
+        readiness.failed(message)
         if args.foreground:
-            raise BpfsError(f"mount failed: {exc} (details in {log_path})") from None
+            raise BpfsError(message) from None
         return 1
     if readiness.fd is not None:  # the loop ended before init: libfuse refused the mount
         readiness.failed(f"libfuse could not mount {mountpoint} (details in {log_path})")
@@ -122,18 +126,24 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     if not mounted_fuse(mountpoint):
         raise BpfsError(f"{mountpoint} is not mounted")
     control = Path(mountpoint, ".bpfs", "refresh")
-    if args.path:
-        target = os.path.abspath(args.path) if args.path.startswith(("/", ".")) else args.path
-        if target.startswith(mountpoint + "/") or target == mountpoint:
-            target = target[len(mountpoint):]
-        try:
-            control.write_text("/" + target.lstrip("/") + "\n")
-            return 0
-        except OSError:
-            pass  # a read-only mount refuses writes: fall back to dropping everything
     try:
+        if args.path:
+            target = os.path.abspath(args.path) if args.path.startswith(("/", ".")) else args.path
+            if target.startswith(mountpoint + "/") or target == mountpoint:
+                target = target[len(mountpoint):]
+            try:
+                control.write_text("/" + target.lstrip("/") + "\n")
+                return 0
+            except OSError as exc:
+                if exc.errno == errno.ENOTCONN:
+                    raise
+                # a read-only mount refuses writes: fall back to dropping everything
         control.read_bytes()
     except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise BpfsError(f"the bpfs daemon of {mountpoint} is gone (Transport endpoint is not connected): "
+                            f"run `bpfs mount {mountpoint}` again, which detaches the dead mount first, or "
+                            f"`bpfs umount --lazy {mountpoint}`") from None
         raise BpfsError(f"{mountpoint} is not a bpfs mount ({exc.strerror})") from None
     return 0
 

@@ -17,6 +17,7 @@ from bpfs.errors import ConfigError
 
 DEFAULT_PATH = Path("~/.basepair/config.json")
 DEFAULT_TIMEOUT = 10.0
+MAX_CONFIG = 1 << 20  # a dashboard config is under 1 KB
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,17 @@ class Config:
     source: str = ""
     warnings: tuple[str, ...] = ()
 
-    def with_storage(self, document: dict) -> Config:
+    def with_storage(self, document: dict, where: str = "storage configuration") -> Config:
         """Fill the S3 settings from a v3 configuration document (the file itself or the server's)."""
-        user = _section(document.get("storage"), "user")
-        settings = _section(user, "settings")
-        creds = _section(user, "credentials")
+        storage = _section(document, "storage", where, optional=True)
+        user = _section(storage, "user", f"{where}: storage", optional=True)
+        settings = _section(user, "settings", f"{where}: storage.user", optional=True)
+        creds = _section(user, "credentials", f"{where}: storage.user", optional=True)
+        for section, keys, label in ((settings, ("bucket", "region", "endpoint_url"), "settings"),
+                                     (creds, ("id", "secret"), "credentials")):
+            for key in keys:
+                if section.get(key) is not None and not isinstance(section[key], str):
+                    raise ConfigError(f"{where}: storage.user.{label}.{key} must be a string")
         if creds.get("role"):
             creds = {}  # an IAM role: the ambient AWS credentials apply
         return replace(
@@ -72,13 +79,22 @@ def find_config(explicit: str | None = None, environ: os._Environ | dict | None 
 def load_config(path: str | os.PathLike, environ: os._Environ | dict | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG:
+        raise ConfigError(f"config file {path} is {len(raw)} bytes: not a Basepair config (at most {MAX_CONFIG})")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save the dashboard's "
+                          "JSON file as it was downloaded") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is not a Basepair config (JSON nested too deeply)") from None
     config = parse_config(data, source=str(path), environ=environ)
     warnings = list(config.warnings)
     try:
@@ -118,10 +134,13 @@ def _parse_v1(data: dict, source: str) -> Config:
     base = host + prefix  # the official client concatenates them as they are
     if not base.endswith("/"):
         base += "/"
-    aws = data.get("aws") or {}
-    if not isinstance(aws, dict):
-        raise ConfigError(f"{source}: 'aws' must be an object")
-    s3 = aws.get("s3") or {}
+    aws = _section(data, "aws", source, optional=True)
+    s3 = _section(aws, "s3", f"{source}: aws", optional=True)
+    for section, keys, label in ((aws, ("aws_id", "aws_secret", "endpoint_url"), "aws"),
+                                 (s3, ("bucket", "region"), "aws.s3")):
+        for field_name in keys:
+            if section.get(field_name) is not None and not isinstance(section[field_name], str):
+                raise ConfigError(f"{source}: {label}.{field_name} must be a string")
     return Config(
         dialect="v1",
         base_url=base,
@@ -158,16 +177,17 @@ def _parse_v3(data: dict, source: str) -> Config:
         source=source,
     )
     if not config.fetch_storage:
-        config = config.with_storage(data)
+        config = config.with_storage(data, source)
     return config
 
 
-def _section(data: object, name: str, source: str | None = None) -> dict:
+def _section(data: object, name: str, where: str, optional: bool = False) -> dict:
+    """`data[name]`, which must be an object; an absent optional one is empty."""
     value = data.get(name) if isinstance(data, dict) else None
-    if value is None and source is None:
+    if value is None and optional:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: '{name}' must be an object")
+        raise ConfigError(f"{where}: '{name}' must be an object")
     return value
 
 

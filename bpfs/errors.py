@@ -13,10 +13,11 @@ class BpfsError(Exception):
 
     errno: int = _errno.EIO
 
-    def __init__(self, message: str, errno: int | None = None) -> None:
+    def __init__(self, message: str, errno: int | None = None, status: int | None = None) -> None:
         super().__init__(message)
         if errno is not None:
             self.errno = errno
+        self.status = status  # the HTTP status behind it, when there was one
 
 
 class NotFound(BpfsError):

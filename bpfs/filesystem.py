@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bpfs.errors import AccessDenied, BpfsError, ReadOnly
+from bpfs.errors import AccessDenied, BpfsError, ReadOnly, RemoteError
 from bpfs.namespace import Entry, Namespace
 from bpfs.options import MountOptions
 from bpfs.reader import Reader, ReaderFactory
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("bpfs.fs")
 
 BLOCK_SIZE = 1 << 20  # st_blksize: tells cp and friends to read in 1 MiB requests
-
+CONTROL_LIMIT = 64 << 10  # what one write session of .bpfs/refresh may hold: a few hundred paths
+# statfs: S3 has no capacity. Report 1 PiB, all free, so that tools which check free space before
+# writing (rsync --preallocate, installers, some pipelines) proceed; `df` shows a large nonzero size.
+STATFS_BLOCKS = (1 << 50) // BLOCK_SIZE
+STATFS_FILES = 1 << 32
 
 REFRESH = "/.bpfs/refresh"
 
@@ -81,14 +85,17 @@ class Filesystem:
             draft = self.writer.getattr(path)
             if draft is not None:
                 return self.attributes(draft)
-        return self.attributes(self.namespace.lookup(path))
+        entry = self.namespace.lookup(path)
+        if entry.error:
+            raise RemoteError(f"{path}: {entry.error}")
+        return self.attributes(entry)
 
     def readdir(self, path: str) -> list[tuple[str, dict]]:
         entries = self.namespace.listdir(path)
         return [(name, self.attributes(entry)) for name, entry in entries.items()]
 
     # -- reading -----------------------------------------------------------------------------------
-    def open(self, path: str, flags: int) -> tuple[int, OpenFile | object]:
+    def open(self, path: str, flags: int, caller: int | None = None) -> tuple[int, OpenFile | object]:
         accmode = flags & os.O_ACCMODE
         if self.writer is not None and self.writer.owns(path):
             handle = self.writer.open(path, flags)
@@ -103,6 +110,8 @@ class Filesystem:
         entry = self.namespace.lookup(path)
         if entry.is_dir:
             raise BpfsError(f"{path}: is a directory", errno.EISDIR)
+        if entry.error:
+            raise RemoteError(f"{path}: {entry.error}")
         if entry.dynamic:
             if path == REFRESH:  # reading it is the refresh a read-only mount can still do
                 self.namespace.refresh("/")
@@ -167,13 +176,15 @@ class Filesystem:
             self.refuse(path, what)
         return self.writer
 
-    def create(self, path: str, mode: int, flags: int) -> tuple[int, object]:
-        handle = self._writer_or_refuse(path, "create").create(path, mode)
+    def create(self, path: str, mode: int, flags: int, caller: int | None = None) -> tuple[int, object]:
+        handle = self._writer_or_refuse(path, "create").create(path, mode, caller)
         return self._register(handle), handle
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
         if isinstance(handle, ControlWrite):
+            if len(handle.buffer) + len(data) > CONTROL_LIMIT:
+                raise BpfsError(f"{REFRESH}: at most {CONTROL_LIMIT} bytes of paths at once", errno.EFBIG)
             handle.buffer += data
             return len(data)
         if isinstance(handle, OpenFile):
@@ -181,12 +192,18 @@ class Filesystem:
         return self.writer.write(handle, data, offset)
 
     def flush(self, fh: int, caller: int | None = None) -> None:
-        """`caller` is the pid closing the file: an upload closed by a dying process is aborted."""
+        """A close(); `caller` is the thread closing the file (the last close finishes an upload)."""
         handle = self._handle(fh)
         if isinstance(handle, ControlWrite):
             self._control(handle)
         elif not isinstance(handle, OpenFile) and self.writer is not None:
             self.writer.flush(handle, caller)
+
+    def fsync(self, fh: int) -> None:
+        """Never finishes an upload: waits for its parts in flight and reports a failure."""
+        handle = self._handle(fh)
+        if not isinstance(handle, OpenFile | ControlWrite) and self.writer is not None:
+            self.writer.fsync(handle)
 
     def _control(self, handle: ControlWrite) -> None:
         for line in bytes(handle.buffer).decode(errors="replace").splitlines():
@@ -222,7 +239,23 @@ class Filesystem:
             return  # `echo PATH > .bpfs/refresh` truncates first
         self._writer_or_refuse(path, "truncate").truncate(path, length)
 
+    def utimens(self, path: str, mtime: float | None) -> None:
+        """Accepted on a file being or just uploaded (cp -p, rsync -a, touch): the time is shown, not sent."""
+        self._writer_or_refuse(path, "utimens").utimens(path, mtime)
+
+    def chmod(self, path: str) -> None:
+        """Accepted as a no-op in the drop box (rsync -a, mkstemp's fchmod): S3 keeps no modes."""
+        self._writer_or_refuse(path, "chmod")
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Accepted in the drop box when it changes nothing (cp -a or rsync -a as root keep the owner they
+        see); refused otherwise, since the mount shows one owner for everything."""
+        self._writer_or_refuse(path, "chown")
+        if uid not in (-1, self.options.uid, 0xFFFFFFFF) or gid not in (-1, self.options.gid, 0xFFFFFFFF):
+            raise BpfsError(f"{path}: chown refused: every file of the mount belongs to "
+                            f"{self.options.uid}:{self.options.gid}", errno.EPERM)
+
     def statfs(self) -> dict:
-        return {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": 0, "f_bfree": 0, "f_bavail": 0,
-                "f_files": 0, "f_ffree": 0, "f_namemax": 255}
+        return {"f_bsize": BLOCK_SIZE, "f_frsize": BLOCK_SIZE, "f_blocks": STATFS_BLOCKS, "f_bfree": STATFS_BLOCKS,
+                "f_bavail": STATFS_BLOCKS, "f_files": STATFS_FILES, "f_ffree": STATFS_FILES, "f_namemax": 255}
 

@@ -72,7 +72,7 @@ class Operations(fuse.Operations):
 
     @_mapped
     def open(self, path: str, fi) -> int:
-        fh, handle = self.fs.open(path, fi.flags)
+        fh, handle = self.fs.open(path, fi.flags, fuse.fuse_get_context()[2])
         fi.fh = fh
         if isinstance(handle, OpenFile):
             fi.keep_cache = int(handle.keep_cache)
@@ -83,7 +83,7 @@ class Operations(fuse.Operations):
 
     @_mapped
     def create(self, path: str, mode: int, fi) -> int:
-        fh, _ = self.fs.create(path, mode, fi.flags)
+        fh, _ = self.fs.create(path, mode, fi.flags, fuse.fuse_get_context()[2])
         fi.fh = fh
         fi.direct_io = 1
         return 0
@@ -108,7 +108,7 @@ class Operations(fuse.Operations):
 
     @_mapped
     def fsync(self, path: str, datasync: int, fi) -> int:
-        self.fs.flush(fi.fh)
+        self.fs.fsync(fi.fh)
         return 0
 
     @_mapped
@@ -150,19 +150,19 @@ class Operations(fuse.Operations):
 
     @_mapped
     def chmod(self, path: str, mode: int) -> int:
-        if self.fs.writer is not None and self.fs.writer.owns(path) and not self.fs.options.ro:
-            return 0  # rsync -a / mkstemp fchmod a file being uploaded: accepted, S3 keeps no modes
-        self.fs.refuse(path, "chmod")
+        self.fs.chmod(path)
+        return 0
 
     @_mapped
     def chown(self, path: str, uid: int, gid: int) -> int:
-        self.fs.refuse(path, "chown")
+        self.fs.chown(path, uid, gid)
+        return 0
 
     @_mapped
     def utimens(self, path: str, times=None) -> int:
-        if self.fs.writer is not None and self.fs.writer.owns(path) and not self.fs.options.ro:
-            return 0  # cp -p / touch on a file being uploaded: accepted, the API keeps its own times
-        self.fs.refuse(path, "utimens")
+        # use_ns: (atime, mtime) in ns. UTIME_NOW / UTIME_OMIT arrive as tv_sec 0 (mfusepy does not decode them)
+        self.fs.utimens(path, times[1] / 1e9 if times and times[1] >= 2 * 10**9 else None)
+        return 0
 
     @_mapped
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
@@ -185,6 +185,10 @@ def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None =
         "entry_timeout": 1.0,
         "negative_timeout": 1.0,
         "default_permissions": True,
+        # libfuse 3.14 passes its "unset" idle-thread count (UINT_MAX) to its own setter, which then prints
+        # "Ignoring invalid max threads value 4294967295" on every mount; an explicit value avoids that.
+        # 10 is libfuse's own default for max_threads: idle threads above it are let go.
+        "max_idle_threads": 10,
     }
     if options.ro:
         kwargs["ro"] = True

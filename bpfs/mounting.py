@@ -5,36 +5,78 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bpfs.api import ApiClient
+from bpfs.catalog import Catalog, CatalogConfig
 from bpfs.config import Config
 from bpfs.errors import BpfsError, ConfigError
 from bpfs.filesystem import Filesystem
+from bpfs.journal import UploadJournal, account_key
+from bpfs.journal import default_directory as journal_directory
 from bpfs.namespace import Namespace
 from bpfs.options import MountOptions
 from bpfs.prefetch import PrefetchConfig, Prefetcher
+from bpfs.processes import Processes, open_files
 from bpfs.s3 import ObjectClient
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs")
 
 
-def mounted_fuse(mountpoint: str | os.PathLike) -> bool:
-    target = os.path.realpath(mountpoint)
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    device: str  # "major:minor": the bdi of a FUSE mount, /sys/class/bdi/<device>
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as \\040, \\011, \\012, \\134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_table(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """The one parser of /proc/self/mountinfo in bpfs."""
+    entries = []
     try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) > 2 and fields[1].replace("\\040", " ") == target:
-                    return True
+        with open(mountinfo, "rb") as table:
+            lines = table.read().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
-        pass
-    return False
+        return []
+    for line in lines:
+        fields = line.split(" ")
+        try:
+            dash = fields.index("-", 6)
+            entries.append(MountEntry(int(fields[0]), fields[2], _unescape(fields[4]), fields[dash + 1],
+                                      _unescape(fields[dash + 2])))
+        except (ValueError, IndexError):
+            continue
+    return entries
+
+
+def find_mount(path: str | os.PathLike) -> MountEntry | None:
+    """The mount on exactly this path (the topmost, when several are stacked)."""
+    target = os.fspath(path)
+    found = None
+    for entry in mount_table():
+        if entry.mountpoint == target:
+            found = entry
+    return found
+
+
+def mounted_fuse(mountpoint: str | os.PathLike) -> bool:
+    """Whether a FUSE filesystem is mounted on this path. Never stats the path: a dead mount would hang."""
+    entry = find_mount(os.path.abspath(os.path.expanduser(os.fspath(mountpoint))))
+    return entry is not None and entry.fstype.startswith("fuse")
 
 
 def fusermount() -> str:
@@ -69,24 +111,14 @@ def check_mountpoint(mountpoint: str) -> str:
 
 def holders(mountpoint: str) -> list[str]:
     """'pid (command)' of processes whose cwd or open files are under the mount point."""
-    prefix = os.path.realpath(mountpoint)
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            links = [os.readlink(f"/proc/{pid}/cwd")]
-            fd_dir = f"/proc/{pid}/fd"
-            links += [os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir)]
-        except OSError:
-            continue
-        if any(link == prefix or link.startswith(prefix + "/") for link in links):
+    found: dict[int, str] = {}
+    for pid, _path in open_files(os.path.abspath(mountpoint), skip=os.getpid()):
+        if pid not in found:
             try:
-                name = Path(f"/proc/{pid}/comm").read_text().strip()
+                found[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
-                name = "?"
-            found.append(f"{pid} ({name})")
-    return found
+                found[pid] = "?"
+    return [f"{pid} ({name})" for pid, name in found.items()]
 
 
 def unmount(mountpoint: str, lazy: bool = False) -> None:
@@ -114,17 +146,29 @@ def raise_readahead(mountpoint: str, kb: int) -> None:
     """
     if kb <= 0:
         return
-    target = mountpoint  # already real: resolving it here would stat the mount from inside its own daemon
+    entry = find_mount(mountpoint)  # already real: resolving it here would stat the mount from inside its daemon
+    if entry is None:
+        return
     try:
-        with open("/proc/self/mountinfo") as mountinfo:
-            for line in mountinfo:
-                fields = line.split()
-                if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
-                    Path("/sys/class/bdi", fields[2], "read_ahead_kb").write_text(str(kb))
-                    log.info("read_ahead_kb of %s set to %d", target, kb)
-                    return
+        Path("/sys/class/bdi", entry.device, "read_ahead_kb").write_text(str(kb))
+        log.info("read_ahead_kb of %s set to %d", mountpoint, kb)
     except OSError as exc:
-        log.info("kept the kernel's readahead for %s (%s)", target, exc.strerror or exc)
+        log.info("kept the kernel's readahead for %s (%s)", mountpoint, exc.strerror or exc)
+
+
+def check_fuse() -> None:
+    """FUSE must be usable before we fork: one clear line instead of libfuse's error code."""
+    device = "/dev/fuse"
+    if not os.path.exists(device):
+        raise ConfigError("FUSE is not available: /dev/fuse does not exist. On a host: apt-get install fuse3 "
+                          "(and modprobe fuse); in a container: run it with --device /dev/fuse "
+                          "--cap-add SYS_ADMIN, or use the fsspec interface, which needs no FUSE")
+    if not os.access(device, os.R_OK | os.W_OK):
+        raise ConfigError(f"cannot open /dev/fuse: permission denied for user {os.getuid()}. Ask an "
+                          "administrator to let you use FUSE (on some systems: add your user to the group that "
+                          "owns /dev/fuse, often 'fuse', and log in again)")
+    if os.getuid() != 0:
+        fusermount()  # a normal user mounts through the setuid helper
 
 
 def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
@@ -137,18 +181,30 @@ def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
     return api, config
 
 
-def build_filesystem(config: Config, options: MountOptions, stats: Stats | None = None) -> Filesystem:
+def build_filesystem(config: Config, options: MountOptions, stats: Stats | None = None,
+                     mountpoint: str | None = None) -> Filesystem:
+    """The assembly: each mount option becomes its component's setting here, once."""
     stats = stats or Stats()
     api, config = connect(config, stats)
     objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
                            read_timeout=options.s3_timeout)
-    namespace = Namespace(api, objects, stats, list_ttl=options.list_ttl, running_ttl=options.running_ttl)
+    catalog = Catalog(api, stats, CatalogConfig(list_ttl=options.list_ttl, running_ttl=options.running_ttl))
+    namespace = Namespace(catalog, objects, stats, retry_broken=max(options.list_ttl, 10.0))
     readers = Prefetcher(objects, stats, PrefetchConfig(
         part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
-        max_in_flight=max(2, options.readers) * (options.part_mb << 20)))
-    from bpfs.writer import SampleWriter  # noqa: I001 - the sample writer (samples/new/), unless -o ro
+        max_in_flight=max(2, options.readers) * (options.part_mb << 20),
+        wait_timeout=objects.read_bound + 10))
+    writer = None
+    if not options.ro:
+        from bpfs.writer import SampleWriter  # noqa: I001 - the sample writer (samples/new/), unless -o ro
 
-    writer = None if options.ro else SampleWriter(namespace.api, objects, namespace, stats, options)
+        journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
+        writer = SampleWriter(api, objects, catalog, namespace, stats, options, journal, Processes(mountpoint))
+        try:
+            writer.records.defaults()  # genome= and default_workflow= must exist on the server
+        except BpfsError as exc:
+            raise ConfigError(str(exc)) from None
+        threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
     return Filesystem(namespace, readers, stats, options, writer=writer)
 
 
@@ -156,8 +212,8 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
           debug: bool = False) -> None:
     from bpfs import fuseops  # libfuse is loaded only when something is mounted
 
-    fs = build_filesystem(replace(config), options)
     real_mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards this would ask the daemon
+    fs = build_filesystem(replace(config), options, mountpoint=real_mountpoint)
 
     def ready() -> None:
         raise_readahead(real_mountpoint, options.read_ahead_kb)
@@ -170,4 +226,6 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
         if fs.writer is not None:
             fs.writer.shutdown()  # uploads still open are aborted and marked failed, never left half-done
         fs.readers.close()
+        fs.namespace.close()
+        fs.namespace.catalog.close()
         log.info("unmounted %s", mountpoint)

@@ -1,8 +1,11 @@
-"""Path → entry: the tree of the contract, built from cached API listings.
+"""Path → entry: the tree of the contract, built from the catalog's records.
 
 Directories are built as whole name → Entry maps from one listing (so `ls -l` costs no
 request per entry) and memoised on the identity of the listing they came from: a new
 listing after its TTL builds a new map, the same listing reuses the old one.
+
+One bad item costs that item: a file whose size S3 will not tell, or that S3 lacks, is
+listed and fails with EIO and its reason; every name listed reaches its entry.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache, TLRUCache
+from cachetools import LRUCache
 
 from bpfs import tags as tagexpr
-from bpfs.api import ApiClient
-from bpfs.errors import NotFound, RemoteError
-from bpfs.names import safe_name, unique_names, with_id
-from bpfs.records import Analysis, AnalysisFile, Genome, Sample, Workflow
+from bpfs.catalog import Catalog
+from bpfs.errors import BpfsError, NotFound, RemoteError
+from bpfs.names import safe_name, unique_in, unique_names
+from bpfs.records import Analysis, AnalysisFile, Sample
 from bpfs.s3 import ObjectClient
 from bpfs.stats import Stats
 
@@ -31,6 +35,7 @@ log = logging.getLogger("bpfs.namespace")
 DIR_MODE = stat.S_IFDIR | 0o555
 INDEX_SUFFIXES = (".bai", ".csi", ".crai", ".tbi", ".fai")
 FILE_MODE = stat.S_IFREG | 0o444
+HEAD_WORKERS = 8  # parallel HEADs for sizes the API left out: an analysis of 200 such files lists in ~25 round trips
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Entry:
     immutable: bool = False  # content never changes: the kernel may keep its page cache
     dynamic: bool = False  # content made at open time (stats): size is not known in advance
     writable: bool = False  # the drop box samples/new/
+    error: str | None = None  # listed but unreadable (its size is unknown, S3 lacks it): getattr/open fail EIO
 
     @property
     def mode(self) -> int:
@@ -74,93 +80,43 @@ def _tsv(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class _Cache:
-    """Values with a TTL each; concurrent loads of one key make one request; the last good
-    value is served when a refresh fails (stale-if-error), so a blip never empties a listing."""
-
-    def __init__(self, stats: Stats, maxsize: int = 8192) -> None:
-        self.stats = stats
-        self._fresh: TLRUCache = TLRUCache(maxsize, ttu=lambda _k, v, now: now + v[1], timer=time.monotonic)
-        self._stale: LRUCache = LRUCache(maxsize)
-        self._lock = threading.Lock()
-        self._key_locks: dict[Any, threading.Lock] = {}
-
-    def get(self, key: Any, loader: Callable[[], Any], ttl: Callable[[Any], float] | float) -> Any:
-        with self._lock:
-            hit = self._fresh.get(key)
-        if hit is not None:
-            self.stats.add("cache_hits")
-            return hit[0]
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                hit = self._fresh.get(key)
-            if hit is not None:
-                self.stats.add("cache_hits")
-                return hit[0]
-            self.stats.add("cache_misses")
-            try:
-                value = loader()
-            except RemoteError as exc:
-                with self._lock:
-                    stale = self._stale.get(key)
-                if stale is None:
-                    raise
-                log.warning("serving a stale listing for %s: %s", key, exc)
-                return stale
-            seconds = ttl(value) if callable(ttl) else ttl
-            with self._lock:
-                self._fresh[key] = (value, seconds)
-                self._stale[key] = value
-            return value
-
-    def drop(self, prefix: tuple = ()) -> None:
-        """Forget fresh values whose key starts with prefix (all with ()); stale copies stay for errors."""
-        with self._lock:
-            for key in list(self._fresh.keys()):
-                if key[: len(prefix)] == prefix:
-                    del self._fresh[key]
-
-
 class _Memo:
-    """Derived views keyed on the identity of the listing they were built from."""
+    """Derived views keyed on the identity of the listing they were built from; a view holding broken
+    entries (a failed HEAD) is rebuilt after `retry_after` seconds, so a blip does not last a day."""
 
-    def __init__(self, maxsize: int = 4096) -> None:
+    def __init__(self, maxsize: int = 4096, retry_after: float = 60.0) -> None:
         self._views: LRUCache = LRUCache(maxsize)
         self._lock = threading.Lock()
+        self.retry_after = retry_after
 
     def get(self, key: Any, source: Any, build: Callable[[], Any]) -> Any:
         with self._lock:
             held = self._views.get(key)
         if held is not None and held[0] is source:
-            return held[1]
+            if not getattr(held[1], "broken", 0) or time.monotonic() - held[2] < self.retry_after:
+                return held[1]
         view = build()
         with self._lock:
-            self._views[key] = (source, view)
+            self._views[key] = (source, view, time.monotonic())
         return view
 
 
 class Namespace:
-    """The whole tree. Thread-safe: FUSE calls it from many threads."""
+    """The whole tree, built from the catalog's records. Thread-safe: FUSE calls it from many threads."""
 
-    def __init__(
-        self,
-        api: ApiClient,
-        objects: ObjectClient,
-        stats: Stats,
-        list_ttl: float = 60.0,
-        running_ttl: float = 10.0,
-        finished_ttl: float = 24 * 3600.0,
-        extra_dirs: dict[str, Callable[[], dict[str, Entry]]] | None = None,
-    ) -> None:
-        self.api, self.objects, self.stats = api, objects, stats
-        self.list_ttl, self.running_ttl, self.finished_ttl = list_ttl, running_ttl, finished_ttl
-        self.cache = _Cache(stats)
-        self.memo = _Memo()
+    def __init__(self, catalog: Catalog, objects: ObjectClient, stats: Stats, head_workers: int = HEAD_WORKERS,
+                 retry_broken: float = 60.0) -> None:
+        self.catalog, self.objects, self.stats = catalog, objects, stats
+        self.user_id = catalog.api.user_id
+        self.genome_date_field = catalog.api.dialect.genome_date_field
+        self.memo = _Memo(retry_after=retry_broken)
         self.started = time.time()
         self.drafts: Callable[[str], dict[str, Entry]] | None = None  # samples/new/ contents (sample writer)
         self.control = ("stats", "refresh")  # .bpfs/: made at open time, so their sizes are not known ahead
+        self.heads = ThreadPoolExecutor(head_workers, thread_name_prefix="bpfs-head")
+
+    def close(self) -> None:
+        self.heads.shutdown(wait=False, cancel_futures=True)
 
     # -- public ----------------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
@@ -177,27 +133,23 @@ class Namespace:
         return self.children(path)
 
     def refresh(self, path: str = "/") -> None:
-        """Drop cached listings (all of them, or those under one top-level directory)."""
+        """Drop cached listings: all of them, those of one top-level directory, or one analysis or sample."""
         parts = self._parts(path)
-        top = parts[0] if parts else None
-        if top is None:
-            self.cache.drop()
-        elif top == "analyses" and len(parts) > 1 and parts[1].isdigit():
-            self.cache.drop(("analysis", int(parts[1])))
-            self.cache.drop(("analyses",))
-        elif top in ("genomes", "workflows", "samples", "analyses"):
-            self.cache.drop((top,))
-            if top == "samples":
-                self.cache.drop(("sample",))
-            if top == "analyses":
-                self.cache.drop(("analysis",))
+        if not parts:
+            self.catalog.refresh()
+        elif parts[0] in ("analyses", "samples") and len(parts) > 1 and canonical_id(parts[1]) is not None:
+            self.catalog.refresh(parts[0], canonical_id(parts[1]))
+        elif parts[0] in ("genomes", "workflows", "samples", "analyses"):
+            self.catalog.refresh(parts[0])
 
     @staticmethod
     def _parts(path: str) -> list[str]:
         return [p for p in path.split("/") if p]
 
     def children(self, path: str, for_lookup: str | None = None) -> dict[str, Entry]:
-        """The name → Entry map of a directory; `for_lookup` lets tag expressions resolve without listing."""
+        """The name → Entry map of a directory. `for_lookup` names the one child a lookup wants: tag
+        expressions then resolve without being listed, and big listings may be served from the previous
+        copy while a fresh one loads."""
         parts = self._parts(path)
         if not parts:
             return self._root(hidden=for_lookup is not None)
@@ -211,7 +163,7 @@ class Namespace:
             return self._workflows_dir()
         if top == "samples":
             if not rest:
-                return self._samples_dir()
+                return self._listing_for(self._samples_dir, for_lookup)
             if rest[0] == "new":
                 if self.drafts is None:
                     if len(rest) == 1:
@@ -222,33 +174,21 @@ class Namespace:
                 return self._sample_dir(rest[0], path)
         if top == "analyses":
             if not rest:
-                return self._analyses_dir()
+                return self._listing_for(self._analyses_dir, for_lookup)
             return self._analysis_subdir(rest, path, for_lookup)
         raise NotFound(f"{path}: no such directory")
 
-    # -- listings --------------------------------------------------------------------------------
-    def genomes(self) -> list[Genome]:
-        return self.cache.get(("genomes",), self.api.genomes, self.list_ttl)
-
-    def workflows(self) -> list[Workflow]:
-        return self.cache.get(("workflows",), self.api.workflows, self.list_ttl)
-
-    def samples(self) -> list[Sample]:
-        return self.cache.get(("samples",), self.api.samples, self.list_ttl)
-
-    def analyses(self) -> list[Analysis]:
-        return self.cache.get(("analyses",), self.api.analyses, self.list_ttl)
-
-    def analysis(self, analysis_id: int) -> Analysis:
-        """The detail (with files): fetched when the directory is first entered; long-lived once finished."""
-        return self.cache.get(
-            ("analysis", analysis_id),
-            lambda: self.api.analysis(analysis_id),
-            lambda a: self.finished_ttl if a.finished else self.running_ttl,
-        )
-
-    def sample(self, sample_id: int) -> Sample:
-        return self.cache.get(("sample", sample_id), lambda: self.api.sample(sample_id), self.list_ttl)
+    @staticmethod
+    def _listing_for(build: Callable[[bool], dict[str, Entry]], for_lookup: str | None) -> dict[str, Entry]:
+        """A lookup of one child directory takes the previous listing if it holds that child (no wait for a
+        reload after `refresh` or a TTL). Anything else waits for the current listing: a child not in the
+        previous one, and generated files such as index.tsv, whose content *is* the listing."""
+        if for_lookup is not None:
+            previous = build(True)
+            entry = previous.get(for_lookup)
+            if entry is not None and entry.is_dir:
+                return previous
+        return build(False)
 
     # -- directories -----------------------------------------------------------------------------
     def _root(self, hidden: bool) -> dict[str, Entry]:
@@ -262,13 +202,13 @@ class Namespace:
         return max((t for t in times if t), default=default)
 
     def _genomes_dir(self) -> dict[str, Entry]:
-        genomes = self.genomes()
+        genomes = self.catalog.genomes()
 
         def build() -> dict[str, Entry]:
             mtime = self._newest((g.created for g in genomes), self.started)
-            date_field = "created_on" if self.api.dialect == "v3" else "date_created"
             out = {"index.tsv": _generated(
-                _tsv(("id", "name", date_field), ((g.id, g.name, g.created_text) for g in genomes)), mtime)}
+                _tsv(("id", "name", self.genome_date_field), ((g.id, g.name, g.created_text) for g in genomes)),
+                mtime)}
             names = unique_names(((g.name + ".json", g.id) for g in genomes), reserved=("index.tsv",))
             for name, genome in zip(names, genomes, strict=True):
                 out[name] = _generated(_pretty_json(genome.raw), genome.created or mtime)
@@ -277,7 +217,7 @@ class Namespace:
         return self.memo.get("genomes", genomes, build)
 
     def _workflows_dir(self) -> dict[str, Entry]:
-        workflows = self.workflows()
+        workflows = self.catalog.workflows()
 
         def build() -> dict[str, Entry]:
             mtime = self._newest((w.mtime for w in workflows), self.started)
@@ -289,8 +229,8 @@ class Namespace:
 
         return self.memo.get("workflows", workflows, build)
 
-    def _samples_dir(self) -> dict[str, Entry]:
-        samples = self.samples()
+    def _samples_dir(self, stale_ok: bool = False) -> dict[str, Entry]:
+        samples = self.catalog.samples(stale_ok=stale_ok)
 
         def build() -> dict[str, Entry]:
             mtime = self._newest((s.mtime for s in samples), self.started)
@@ -309,39 +249,33 @@ class Namespace:
         return {**entries, "new": _dir(self.started)}
 
     def _find_sample(self, name: str, path: str) -> Sample:
-        if not name.isdigit():
+        sample_id = canonical_id(name)
+        if sample_id is None:
             raise NotFound(f"{path}: no such sample")
-        sample_id = int(name)
-        for sample in self.samples():
-            if sample.id == sample_id:
-                if sample.uploads is not None:
-                    return sample
-                return self.sample(sample_id)
+        listed = next((s for s in self.catalog.samples() if s.id == sample_id), None)
+        if listed is not None and listed.uploads is not None:
+            return listed
         try:
-            return self.sample(sample_id)  # created after the listing was cached
+            return self.catalog.sample(sample_id)  # a list view without uploads, or created after the listing
         except NotFound:
-            raise NotFound(f"{path}: no such sample") from None
+            if listed is None:
+                raise NotFound(f"{path}: no such sample") from None
+        # listed, yet its detail is 404: deleted meanwhile, or a broken server; ask the listing again
+        self.catalog.samples_changed(sample_id)
+        if any(s.id == sample_id for s in self.catalog.samples()):
+            raise RemoteError(f"{path}: the API lists sample {sample_id} but answers 404 for its detail")
+        raise NotFound(f"{path}: no such sample")
 
     def _sample_dir(self, name: str, path: str) -> dict[str, Entry]:
         sample = self._find_sample(name, path)
 
-        def build() -> dict[str, Entry]:
-            uploads = sorted((u for u in sample.uploads or () if u.status == "completed"),
-                             key=lambda u: (u.order, u.id))
-            out = {"sample.json": _generated(_pretty_json(sample.raw), sample.mtime)}
-            names = unique_names(((u.key.rsplit("/", 1)[-1], u.id) for u in uploads), reserved=out)
-            for fname, upload in zip(names, uploads, strict=True):
-                size = upload.filesize if upload.filesize is not None else self._size(upload.bucket, upload.key)
-                if size is None:
-                    continue
-                out[fname] = Entry(False, size=size, mtime=upload.mtime or sample.mtime,
-                                   bucket=upload.bucket, key=upload.key, immutable=True)
-            return out
+        def build() -> SampleView:
+            return SampleView(sample, self)
 
-        return self.memo.get(("sample", sample.id), sample, build)
+        return self.memo.get(("sample", sample.id), sample, build).entries
 
-    def _analyses_dir(self) -> dict[str, Entry]:
-        analyses = self.analyses()
+    def _analyses_dir(self, stale_ok: bool = False) -> dict[str, Entry]:
+        analyses = self.catalog.analyses(stale_ok=stale_ok)
 
         def build() -> dict[str, Entry]:
             mtime = self._newest((a.mtime for a in analyses), self.started)
@@ -356,12 +290,19 @@ class Namespace:
         return self.memo.get("analyses", analyses, build)
 
     def _analysis(self, name: str, path: str) -> Analysis:
-        if not name.isdigit():
+        analysis_id = canonical_id(name)
+        if analysis_id is None:
             raise NotFound(f"{path}: no such analysis")
         try:
-            return self.analysis(int(name))
+            return self.catalog.analysis(analysis_id)
         except NotFound:
-            raise NotFound(f"{path}: no such analysis") from None
+            if not any(a.id == analysis_id for a in self.catalog.analyses(stale_ok=True)):
+                raise NotFound(f"{path}: no such analysis") from None
+        # listed, yet its detail is 404: deleted meanwhile, or a broken server; ask the listing again
+        self.catalog.analyses_changed()
+        if any(a.id == analysis_id for a in self.catalog.analyses()):
+            raise RemoteError(f"{path}: the API lists analysis {analysis_id} but answers 404 for its detail")
+        raise NotFound(f"{path}: no such analysis")
 
     def _analysis_subdir(self, rest: list[str], path: str, for_lookup: str | None) -> dict[str, Entry]:
         analysis = self._analysis(rest[0], path)
@@ -388,23 +329,56 @@ class Namespace:
                 return listing
         raise NotFound(f"{path}: no such directory")
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _size(self, bucket: str | None, key: str) -> int | None:
-        """The size the API omitted, from a HEAD; None when the object is gone (the file is then hidden)."""
-        try:
-            return self.objects.size(bucket, key)
-        except NotFound:
-            log.warning("s3://%s/%s is listed by the API but missing from S3; hiding it", bucket, key)
-            return None
+    # -- object sizes ----------------------------------------------------------------------------
+    def sizes(self, objects: list[tuple[str | None, str]]) -> list[int | str]:
+        """Each object's size from S3 (HEADs in parallel, bounded), or why it is unknown."""
 
-    def file_entry(self, f: AnalysisFile, analysis: Analysis) -> Entry | None:
-        size = f.filesize
-        if not size:  # null, or 0 which the API also uses for "unknown": never show 0 for content
-            size = self._size(f.bucket, f.key)
+        def one(obj: tuple[str | None, str]) -> int | str:
+            bucket, key = obj
+            try:
+                return self.objects.size(bucket, key)
+            except NotFound:
+                return f"listed by the API but missing from S3 (s3://{bucket}/{key})"
+            except BpfsError as exc:
+                return f"its size could not be read from S3: {exc}"
+
+        if len(objects) <= 1:
+            return [one(o) for o in objects]
+        return list(self.heads.map(one, objects))
+
+    def file_entries(self, items: list[tuple[int, str | None, str, int | None, float, bool]],
+                     where: str) -> list[Entry]:
+        """Entries for (id, bucket, key, size or None, mtime, immutable): sizes the API left out come from
+        HEADs; a file whose size cannot be learned is listed but broken (EIO with the reason), never dropped
+        and never shown empty."""
+        unknown = [(bucket, key) for _, bucket, key, size, _, _ in items if size is None]
+        learned = iter(self.sizes(unknown))
+        out = []
+        for _ident, bucket, key, size, mtime, immutable in items:
             if size is None:
-                return None
-        return Entry(False, size=size, mtime=f.mtime or analysis.mtime, bucket=f.bucket, key=f.key,
-                     immutable=analysis.finished)
+                found = next(learned)
+                if isinstance(found, str):
+                    self.stats.add("bad_files")
+                    log.error("%s: %s", where, found)
+                    out.append(Entry(False, mtime=mtime, bucket=bucket, key=key, error=found))
+                    continue
+                size = found
+            out.append(Entry(False, size=size, mtime=mtime, bucket=bucket, key=key, immutable=immutable))
+        return out
+
+
+class SampleView:
+    """One sample laid out as its directory: `sample.json` and each completed upload."""
+
+    def __init__(self, sample: Sample, namespace: Namespace) -> None:
+        uploads = sorted((u for u in sample.uploads or () if u.status == "completed"), key=lambda u: (u.order, u.id))
+        self.entries: dict[str, Entry] = {"sample.json": _generated(_pretty_json(sample.raw), sample.mtime)}
+        names = unique_names(((u.key.rsplit("/", 1)[-1], u.id) for u in uploads), reserved=self.entries)
+        files = namespace.file_entries(
+            [(u.id, u.bucket, u.key, u.filesize, u.mtime or sample.mtime, True) for u in uploads],
+            f"samples/{sample.id}")
+        self.broken = sum(1 for e in files if e.error)
+        self.entries.update(zip(names, files, strict=True))
 
 
 class AnalysisView:
@@ -413,21 +387,24 @@ class AnalysisView:
     def __init__(self, analysis: Analysis, namespace: Namespace) -> None:
         self.analysis = analysis
         self.mtime = analysis.mtime or namespace.started
-        files = []
-        for f in analysis.files or ():
-            entry = namespace.file_entry(f, analysis)
-            if entry is not None:
-                files.append((f, entry))
-        self.files = files
-        self.by_key = {f.key: entry for f, entry in files}
-        self.known_tags = frozenset(t for f, _ in files for t in f.tags)
+        listed = list(analysis.files or ())
+        # a 0 size is the API's "unknown" too: never show 0 for content (a real empty file costs one HEAD)
+        entries = namespace.file_entries(
+            [(f.id, f.bucket, f.key, f.filesize or None, f.mtime or analysis.mtime, analysis.finished)
+             for f in listed], f"analyses/{analysis.id}")
+        self.files = list(zip(listed, entries, strict=True))
+        self.broken = sum(1 for e in entries if e.error)
+        self.by_key = {f.key: entry for f, entry in self.files}
+        self.known_tags = frozenset(t for f, _ in self.files for t in f.tags)
         self.top: dict[str, Entry] = {"analysis.json": _generated(_pretty_json(analysis.raw), self.mtime),
                                       "all": _dir(self.mtime)}
+        # one listed directory per tag, under a name that reaches exactly that tag, whatever it holds
+        self.tag_dirs: dict[str, str] = {}
         for tag in sorted(self.known_tags):
-            name = safe_name(tag)
-            if name not in self.top and tagexpr.parse(tag) is not None and name == tag:
-                self.top[name] = _dir(self.mtime)
-        self.all_tree = self._tree(analysis, namespace.api.user_id)
+            name = unique_in(self.top, safe_name(tag), "tag")
+            self.top[name] = _dir(self.mtime)
+            self.tag_dirs[name] = tag
+        self.all_tree = self._tree(analysis, namespace.user_id)
         self._expressions: dict[str, dict[str, Entry] | None] = {}
 
     def companion(self, listing: dict[str, Entry], name: str) -> Entry | None:
@@ -446,17 +423,23 @@ class AnalysisView:
         return None
 
     def expression_dir(self, name: str) -> dict[str, Entry] | None:
-        """The flat directory a tag expression names; None when it is invalid or matches nothing."""
+        """The flat directory a tag (listed) or a tag expression (not listed) names; None when it is
+        neither or matches nothing. A listed name always means its own tag, even one spelled with
+        `+`, `,` or a leading `-`."""
         if name in self._expressions:
             return self._expressions[name]
         listing = None
-        expression = tagexpr.parse(name)
-        if expression is not None:
-            chosen = tagexpr.select(expression, [f for f, _ in self.files], self.known_tags)
-            if chosen:
-                entries = {f.id: e for f, e in self.files}
-                names = unique_names((f.basename, f.id) for f in chosen)
-                listing = {n: entries[f.id] for n, f in zip(names, chosen, strict=True)}
+        if name in self.tag_dirs:
+            tag = self.tag_dirs[name]
+            chosen = [f for f, _ in self.files if tag in f.tags]
+        else:
+            expression = tagexpr.parse(name)
+            chosen = tagexpr.select(expression, [f for f, _ in self.files], self.known_tags) \
+                if expression is not None else []
+        if chosen:
+            entries = {f.id: e for f, e in self.files}
+            names = unique_names((f.basename, f.id) for f in chosen)
+            listing = {n: entries[f.id] for n, f in zip(names, chosen, strict=True)}
         if len(self._expressions) < 256:
             self._expressions[name] = listing
         return listing
@@ -479,11 +462,15 @@ class AnalysisView:
             node = tree
             for part in parts[:-1]:
                 node = node[part]
-            name = parts[-1]
-            if name in node:
-                name = with_id(name, f.id)
-            node[name] = entry
+            node[unique_in(node, parts[-1], f.id)] = entry
         return tree
+
+
+def canonical_id(name: str) -> int | None:
+    """The id a directory name spells, only in its one canonical form (`42`, not `042` or `+42`)."""
+    if name.isascii() and name.isdigit() and not name.startswith("0"):
+        return int(name)
+    return None
 
 
 def _layout_root(keys: list[str], analysis_id: int, user_id: int | None) -> str:

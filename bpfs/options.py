@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 
@@ -65,20 +66,36 @@ def parse_options(values: list[str] | None) -> MountOptions:
     return opts
 
 
+# (lowest, highest, unit) of each number: beyond these a value is a typo, or would starve or flood something
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "list_ttl": (0, 86_400, "seconds"),  # a day: beyond it nobody would see another client's changes
+    "running_ttl": (0, 86_400, "seconds"),
+    "s3_timeout": (1, 600, "seconds"),  # under 1 s every GET of a busy link times out; 10 minutes is a hang
+    "cache_mb": (1, 65_536, "MiB"),  # up to 64 GiB of memory
+    "part_mb": (1, 512, "MiB"),  # one range GET; 512 MiB parts would hold that much per stream in memory
+    "readers": (1, 128, "concurrent GETs"),
+    "read_ahead_kb": (0, 65_536, "KiB"),
+    "uid": (0, 2**32 - 2, ""),
+    "gid": (0, 2**32 - 2, ""),
+    "umask": (0, 0o777, "(octal)"),
+}
+
+
 def _convert(name: str, kind: object, value: str) -> object:
+    if kind not in ("int", int, "float", float):
+        return value
+    low, high, unit = BOUNDS.get(name, (0, float("inf"), ""))
     try:
         if name == "umask":
-            return int(value, 8)
-        if kind in ("int", int):
+            number: float = int(value, 8)
+        elif kind in ("int", int):
             number = int(value)
-            if number < 0 or (name in ("cache_mb", "part_mb", "readers") and number == 0):
-                raise ValueError
-            return number
-        if kind in ("float", float):
+        else:
             number = float(value)
-            if number < 0:
-                raise ValueError
-            return number
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ValueError
     except ValueError:
-        raise ConfigError(f"mount option {name}={value!r} is not a valid value") from None
-    return value
+        shown = f"{low:o} to {high:o}" if name == "umask" else f"{low:g} to {high:g}"
+        raise ConfigError(f"mount option {name}={value!r} is not valid: expected a number from {shown}"
+                          f"{' ' + unit if unit else ''}") from None
+    return number

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from bpfs.blockcache import Extent, ExtentCache
+from bpfs.blockcache import Extent, ExtentCache, ObjectId
 from bpfs.errors import RemoteError
 from bpfs.s3 import ObjectClient
 from bpfs.stats import Stats
@@ -27,6 +29,7 @@ from bpfs.stats import Stats
 log = logging.getLogger("bpfs.prefetch")
 
 MiB = 1 << 20
+SLOW_FAILURE = 1.0  # seconds: a fetch that failed after this long is remembered (see failure_memory)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,11 @@ class PrefetchConfig:
     max_in_flight: int = 128 * MiB  # prefetched bytes in flight across all streams: backpressure
     cache_bytes: int = 256 * MiB  # completed extents kept for re-reads
     workers: int = 8  # concurrent prefetch GETs across the mount
-    wait_timeout: float = 180.0  # a read never waits longer than this for bytes in flight
+    wait_timeout: float = 85.0  # a read never waits longer than this for bytes in flight (S3's bound + 10 s)
+    # A range whose fetch failed slowly (S3 stalled) fails again at once for this long: the kernel retries
+    # a failed page read right away, and waiting out the S3 bound a second time would double what `head`
+    # waits. A quick failure (403, an archived object) is simply retried.
+    failure_memory: float = 5.0
 
 
 class Prefetcher:
@@ -58,6 +65,7 @@ class Prefetcher:
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._failures: deque[tuple[float, ObjectId, int, int, BaseException]] = deque(maxlen=64)
 
     def open(self, bucket: str | None, key: str, size: int) -> PrefetchReader:
         return PrefetchReader(self, (bucket, key), size)
@@ -68,15 +76,26 @@ class Prefetcher:
     # -- fetching --------------------------------------------------------------------------------
     def fill(self, extent: Extent) -> None:
         """Fetch one extent's bytes (in the calling thread) and publish them."""
+        started = time.monotonic()
         try:
             data = self.objects.get_range(extent.obj[0], extent.obj[1], extent.start, extent.end)
             if len(data) != extent.size:
                 raise RemoteError(f"s3://{extent.obj[0]}/{extent.obj[1]}: short read at {extent.start} "
                                   f"({len(data)} of {extent.size} bytes)")
         except BaseException as exc:
+            if not isinstance(exc, Cancelled) and time.monotonic() - started > SLOW_FAILURE:
+                self._failures.append((time.monotonic(), extent.obj, extent.start, extent.end, exc))
             self.cache.filled(extent, None, exc)
             return
         self.cache.filled(extent, data)
+
+    def recent_failure(self, obj: ObjectId, start: int, end: int) -> BaseException | None:
+        """The error of a fetch of these bytes that failed moments ago, if any."""
+        now = time.monotonic()
+        for when, failed_obj, lo, hi, exc in list(self._failures):
+            if failed_obj == obj and lo < end and start < hi and now - when < self.config.failure_memory:
+                return exc
+        return None
 
     def try_reserve(self, size: int) -> bool:
         with self._in_flight_lock:
@@ -135,6 +154,9 @@ class PrefetchReader:
 
     def _gather(self, offset: int, end: int, demand_end: int) -> bytes:
         config = self.p.config
+        failed = self.p.recent_failure(self.obj, offset, end)
+        if failed is not None:
+            raise failed
         covering, new = self.p.cache.claim(self.obj, offset, demand_end, prefetched=False)
         hits = len(covering) - len(new)
         if hits:

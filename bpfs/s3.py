@@ -1,19 +1,28 @@
 """S3 access: range GETs, HEADs and multipart uploads, with errors mapped to errno.
 
-botocore does the retries (standard mode, with backoff) and the timeouts. A body that
-breaks off in the middle is resumed here from the byte where it stopped, since botocore
-retries only up to the moment the response headers arrive.
+A range GET a reader waits for is bounded in time as the user sees it: bpfs makes its own
+attempts (a refused or stalled connection, a 5xx, a body that breaks off is resumed from the
+byte where it stopped) until `get_budget` is spent, and a watchdog cuts a body that trickles
+past that deadline. The last attempt may start just before the deadline and wait one more
+connect + read timeout, so a read gives up within 3 × (5 s + s3_timeout). Other requests
+(HEAD, uploads) keep botocore's standard retries, which have the same bound.
 """
 
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
+import socket
 import threading
+import time
+from collections.abc import Callable
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
+from cachetools import LRUCache
 
 from bpfs.config import Config
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
@@ -23,8 +32,11 @@ log = logging.getLogger("bpfs.s3")
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20  # per socket read; a stalled server costs at most this per attempt
-MAX_ATTEMPTS = 3  # botocore's count includes the first try: a stalled GET costs at most 3 * (5 s + READ_TIMEOUT)
-BODY_RESUMES = 3  # a body cut off mid-stream is re-requested from where it stopped this many times
+MAX_ATTEMPTS = 3  # botocore's count includes the first try: a stalled request costs at most 3 * (5 s + READ_TIMEOUT)
+GET_ATTEMPTS = 8  # bpfs's own attempts of one range GET (retries and resumes), all within get_budget
+RETRY_STATUSES = frozenset({500, 502, 503, 504})  # and SlowDown / RequestTimeout by code
+BODY_CHUNK = 256 << 10  # one read of a body; each must arrive within a stall bound (a ~10 KB/s floor)
+SIZE_CACHE = 65_536  # object sizes learned by HEAD (objects bpfs reads never change); ~100 bytes each
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
     botocore.exceptions.IncompleteReadError,
@@ -33,7 +45,66 @@ _BODY_ERRORS = (
     botocore.exceptions.ConnectionClosedError,
     ConnectionError,
     TimeoutError,
+    OSError,
 )
+_CONNECT_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
+
+
+class Watchdog:
+    """One thread that runs a callback when its deadline passes, unless disarmed first: it cuts a
+    response body that trickles bytes too slowly for any socket timeout to fire."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._armed: set[int] = set()
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, callback: Callable[[], None]) -> int:
+        token = next(self._ids)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, token, callback))
+            self._armed.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bpfs-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._armed.discard(token)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)  # disarmed ones
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, token, callback = heapq.heappop(self._heap)
+                self._armed.discard(token)
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a watchdog must outlive what it watches
+                log.debug("watchdog callback failed", exc_info=True)
+
+
+def _cut(body: object) -> None:
+    """Shut down the socket under a botocore body (the path botocore's own set_socket_timeout takes)."""
+    try:
+        sock = body._raw_stream._fp.fp.raw._sock  # type: ignore[attr-defined]
+        sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
 
 
 class ObjectClient:
@@ -42,29 +113,33 @@ class ObjectClient:
     def __init__(self, config: Config, stats: Stats | None = None, max_connections: int = 32,
                  read_timeout: float = READ_TIMEOUT) -> None:
         self.stats = stats or Stats()
-        boto_config = BotoConfig(
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=read_timeout,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=max_connections,
-            # S3-compatible servers (MinIO, Ceph, proxies) often reject the aws-chunked CRC uploads
-            # that botocore sends by default; real AWS accepts plain bodies too.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path"} if config.endpoint_url else None,
-        )
+
+        def boto_config(attempts: int) -> BotoConfig:
+            return BotoConfig(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=read_timeout,
+                retries={"mode": "standard", "max_attempts": attempts},
+                max_pool_connections=max_connections,
+                # S3-compatible servers (MinIO, Ceph, proxies) often reject the aws-chunked CRC uploads
+                # that botocore sends by default; real AWS accepts plain bodies too.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"} if config.endpoint_url else None,
+            )
+
         kwargs = {}
         if config.aws_id and config.aws_secret:
             kwargs = {"aws_access_key_id": config.aws_id, "aws_secret_access_key": config.aws_secret}
-        self.client = boto3.session.Session().client(
-            "s3",
-            region_name=config.region or "us-east-1",
-            endpoint_url=config.endpoint_url or None,
-            config=boto_config,
-            **kwargs,
-        )
+        session = boto3.session.Session()
+        where = {"region_name": config.region or "us-east-1", "endpoint_url": config.endpoint_url or None}
+        self.client = session.client("s3", config=boto_config(MAX_ATTEMPTS), **where, **kwargs)
+        self.get_client = session.client("s3", config=boto_config(1), **where, **kwargs)  # GETs retry here
+        self.read_timeout = read_timeout
+        self.get_budget = 2 * (CONNECT_TIMEOUT + read_timeout)  # new attempts start only this long after progress
+        self.read_bound = self.get_budget + CONNECT_TIMEOUT + read_timeout  # the longest a read waits without data
+        self.watchdog = Watchdog()
         self.default_bucket = config.bucket
-        self._sizes: dict[tuple[str, str], int] = {}
+        self._sizes: LRUCache = LRUCache(SIZE_CACHE)
         self._sizes_lock = threading.Lock()
 
     def _bucket(self, bucket: str | None) -> str:
@@ -74,44 +149,77 @@ class ObjectClient:
         return bucket
 
     def get_range(self, bucket: str | None, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object, resuming a body that breaks off."""
+        """Bytes [start, end) of an object: retried, resumed where a body broke off, and given up once
+        S3 made no progress for `read_bound` seconds (a slow link that progresses is never cut)."""
         bucket = self._bucket(bucket)
         if end <= start:
             return b""
+        where = f"GET s3://{bucket}/{key}"
+        progress = time.monotonic()  # the last time S3 gave us a byte (or the start)
         chunks: list[bytes] = []
         position = start
-        resumes = 0
-        while position < end:
+        last: BaseException | str | None = None
+        for attempt in range(GET_ATTEMPTS):
+            if position >= end:
+                break
+            if attempt:
+                left = progress + self.get_budget - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(0.25 * 2 ** (attempt - 1), left, 4.0))  # backoff: 0.25, 0.5, 1, 2, 4 s
             self.stats.add("s3_requests")
             log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
             try:
-                response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
+                response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
             except botocore.exceptions.ClientError as exc:
-                raise self._error(exc, "GET", bucket, key) from None
-            except botocore.exceptions.BotoCoreError as exc:
+                error = self._error(exc, "GET", bucket, key)
+                if isinstance(error, NotFound):
+                    raise RemoteError(f"{where}: the object is missing from S3 (listed by the API, but S3 "
+                                      "answers NoSuchKey)") from None
+                if not self._retryable(exc):
+                    raise error from None
+                last = error
+                continue
+            except (*_CONNECT_ERRORS, botocore.exceptions.BotoCoreError) as exc:
                 self.stats.add("s3_errors")
-                raise RemoteError(f"GET s3://{bucket}/{key}: {exc}") from None
+                last = exc
+                continue
             body = response["Body"]
             try:
                 while position < end:
-                    chunk = body.read(min(1 << 20, end - position))
+                    # a chunk must arrive within one stall bound, or the watchdog cuts the connection
+                    token = self.watchdog.arm(time.monotonic() + CONNECT_TIMEOUT + self.read_timeout,
+                                              lambda body=body: _cut(body))
+                    try:
+                        chunk = body.read(min(BODY_CHUNK, end - position))
+                    finally:
+                        self.watchdog.disarm(token)
                     if not chunk:
                         break
                     chunks.append(chunk)
                     position += len(chunk)
+                    progress = time.monotonic()
                     self.stats.add("s3_bytes_fetched", len(chunk))
             except _BODY_ERRORS as exc:
-                resumes += 1
                 self.stats.add("s3_errors")
-                if resumes > BODY_RESUMES:
-                    raise RemoteError(f"GET s3://{bucket}/{key}: body broke off {resumes} times ({exc})") from None
-                log.warning("GET s3://%s/%s broke off at byte %d (%s); resuming", bucket, key, position, exc)
+                last = exc
+                log.warning("%s broke off at byte %d (%s); resuming", where, position, exc)
                 continue
             finally:
                 body.close()
             if position < end:  # the object is shorter than we were told: stop at its end
                 break
+        if position < end and last is not None:
+            raise RemoteError(f"{where}: S3 made no progress for {self.read_bound:.0f} s (at byte {position} "
+                              f"of {start}-{end}): {last}")
         return b"".join(chunks)
+
+    @staticmethod
+    def _retryable(exc: botocore.exceptions.ClientError) -> bool:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status in RETRY_STATUSES or code in ("SlowDown", "RequestTimeout", "InternalError",
+                                                    "ServiceUnavailable")
 
     def size(self, bucket: str | None, key: str) -> int:
         """The object's length from a HEAD, cached: objects bpfs reads are immutable."""

@@ -16,10 +16,10 @@ import logging
 import re
 
 from bpfs.api import ApiClient
-from bpfs.errors import BpfsError
-from bpfs.namespace import Namespace
+from bpfs.catalog import Catalog
+from bpfs.errors import BpfsError, NotFound
 from bpfs.options import MountOptions
-from bpfs.records import Genome
+from bpfs.records import Genome, fk_id
 
 log = logging.getLogger("bpfs.writer")  # the drop box's one log: its lines tell one story
 
@@ -63,12 +63,9 @@ class SampleRecords:
     not, so a sample shows up once its first file is complete.
     """
 
-    def __init__(self, api: ApiClient, namespace: Namespace, options: MountOptions) -> None:
-        self.api, self.namespace, self.options = api, namespace, options
-
-    @property
-    def v3(self) -> bool:
-        return self.api.dialect == "v3"
+    def __init__(self, api: ApiClient, catalog: Catalog, options: MountOptions) -> None:
+        self.api, self.catalog, self.options = api, catalog, options
+        self.dialect = api.dialect
 
     # -- settings ----------------------------------------------------------------------------------
     def defaults(self) -> dict:
@@ -91,6 +88,8 @@ class SampleRecords:
             return {}
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise _invalid(f"{where}: JSON nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise _invalid(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
@@ -118,7 +117,7 @@ class SampleRecords:
 
     def genome(self, value: object, where: str) -> Genome:
         """The genome a setting names (by name, or by id); `where` says which setting in the error."""
-        for g in self.namespace.genomes():
+        for g in self.catalog.genomes():
             if (isinstance(value, str) and g.name == value) or (isinstance(value, int) and g.id == value):
                 return g
         raise _invalid(f"{where}: unknown genome {value!r} (see genomes/index.tsv)")
@@ -128,7 +127,7 @@ class SampleRecords:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
             raise _invalid(f"{where}: default_workflow must be a workflow id, not {value!r}")
         workflow_id = int(value)
-        if not any(w.id == workflow_id for w in self.namespace.workflows()):
+        if not any(w.id == workflow_id for w in self.catalog.workflows()):
             raise _invalid(f"{where}: unknown workflow {value!r} (see workflows/index.tsv)")
         return workflow_id
 
@@ -144,17 +143,17 @@ class SampleRecords:
         body = self._sample_body(None, settings)
         if body:
             self.api.update("samples", sample_id, body)
-            self.namespace.refresh("/samples")
+            self.catalog.samples_changed(sample_id)
 
     def rename_sample(self, sample_id: int, name: str) -> None:
         self.api.update("samples", sample_id, {"name": name})
-        self.namespace.refresh("/samples")
+        self.catalog.samples_changed(sample_id)
 
     def delete_sample(self, sample_id: int) -> None:
         try:
             self.api.delete("samples", sample_id)
         finally:  # even a failed DELETE may have gone through
-            self.namespace.refresh("/samples")
+            self.catalog.samples_changed(sample_id, deleted=True)
 
     def _sample_body(self, name: str | None, settings: dict) -> dict:
         """POST samples in the mount's dialect; without a name, the fields of an update."""
@@ -165,20 +164,17 @@ class SampleRecords:
             body["datatype"] = settings["datatype"]
         if settings.get("genome") is not None:
             genome = self.genome(settings["genome"], name or META_NAME)
-            body["genome"] = genome.id if self.v3 else genome.name
+            body["genome"] = self.dialect.sample_genome(genome.id, genome.name)
         if settings.get("platform"):
             body["platform"] = settings["platform"]
         if settings.get("default_workflow") is not None:
-            body["default_workflow"] = self.api.fk(self.api.workflows_resource, settings["default_workflow"])
+            body["default_workflow"] = self.dialect.fk(self.dialect.workflows, settings["default_workflow"])
         if settings.get("projects"):
-            if self.v3:
-                body["projects"] = list(settings["projects"])
-            else:
-                body["projectId"] = settings["projects"][0]
+            body.update(self.dialect.sample_projects(settings["projects"]))
         if settings.get("info"):
             body["info"] = dict(settings["info"])
-        if self.v3 and name is not None:
-            body["meta"] = {"source": "api"}
+        if name is not None:
+            body.update(self.dialect.sample_extra())
         return body
 
     # -- upload records ----------------------------------------------------------------------------
@@ -187,21 +183,38 @@ class SampleRecords:
 
     def start_upload(self, sample_id: int, key: str, order: int, paired: bool) -> int:
         """POST the upload record `in_progress` (§8 step 3), before any byte goes to S3; its id."""
-        sample_ref = sample_id if self.v3 else f"{self.api.config.base_url}samples/{sample_id}"
         return self.api.create("uploads", {
-            "sample": sample_ref, "key": key, "filesize": 0, "status": "in_progress", "order": order,
-            "is_paired_end": paired, "source": "api", "uri": None})
+            "sample": self.dialect.upload_sample(sample_id), "key": key, "filesize": 0, "status": "in_progress",
+            "order": order, "is_paired_end": paired, "source": "api", "uri": None})
 
     def end_upload(self, upload_id: int, key: str, status: str, size: int, seconds: float) -> None:
         """PUT the upload's outcome: `completed` (lists the file in its sample) or `failed`."""
-        body = {"filesize": size, "status": status, "timetaken": int(seconds), "seq_length": 0}
-        if self.v3:
-            body["key"] = key
+        body = {"filesize": size, "status": status, "timetaken": int(seconds), "seq_length": 0,
+                **self.dialect.upload_end_extra(key)}
         self.api.update("uploads", upload_id, body)
         if status == "completed":
-            self.namespace.refresh("/samples")
+            self.catalog.samples_changed()
 
     def move_upload(self, upload_id: int, key: str, paired: bool) -> None:
         """The record follows an uploaded file that was renamed (copied to a new key)."""
         self.api.update("uploads", upload_id, {"key": key, "is_paired_end": paired})
-        self.namespace.refresh("/samples")
+        self.catalog.samples_changed()
+
+    def remove_upload(self, sample_id: int | None, upload_id: int, key: str, path: str) -> None:
+        """DELETE an upload record, refused once the sample has an analysis (it may have read the file)."""
+        if sample_id is not None:
+            try:
+                record = self.api.get_json(f"samples/{sample_id}")
+            except NotFound:
+                record = {}
+            analyses = [a for a in (fk_id(x) for x in (record.get("analyses") or [])) if a] \
+                if isinstance(record, dict) and isinstance(record.get("analyses"), list) else []
+            if analyses:
+                raise logged_error(f"{path}: sample {sample_id} already has analyses "
+                                   f"({', '.join(map(str, analyses[:5]))}); its files cannot be removed", errno.EBUSY)
+        try:
+            self.api.delete("uploads", upload_id)
+        except NotFound:
+            pass  # gone already
+        finally:
+            self.catalog.samples_changed(sample_id)

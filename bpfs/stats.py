@@ -7,6 +7,8 @@ import threading
 import time
 from collections import deque
 
+from bpfs.redact import redact
+
 COUNTERS = (
     "api_requests",
     "api_errors",
@@ -21,6 +23,8 @@ COUNTERS = (
     "uploads_failed",
     "bytes_uploaded",
     "fuse_errors",
+    "bad_records",  # records (or their files/uploads) skipped as malformed, each with a log line
+    "bad_files",  # files listed but unreadable: their size could not be learned, or S3 lacks them
 )
 
 
@@ -43,7 +47,8 @@ class Stats:
 
     def error(self, path: str, what: str, errno: int) -> None:
         with self._lock:
-            self._errors.append({"time": round(time.time(), 3), "path": path, "error": what, "errno": errno})
+            self._errors.append({"time": round(time.time(), 3), "path": redact(path), "error": redact(what),
+                                 "errno": errno})
 
     def snapshot(self) -> dict:
         with self._lock:

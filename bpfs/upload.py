@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from bpfs.errors import BpfsError, RemoteError
@@ -60,9 +61,11 @@ class UploadPool:
 class ObjectStream:
     """One S3 object written front to back. Not thread-safe: the caller holds the file's lock."""
 
-    def __init__(self, pool: UploadPool, bucket: str | None, key: str) -> None:
+    def __init__(self, pool: UploadPool, bucket: str | None, key: str,
+                 on_multipart: Callable[[str], None] | None = None) -> None:
         self.pool, self.bucket, self.key = pool, bucket, key
         self.objects = pool.objects
+        self.on_multipart = on_multipart  # told the multipart upload's id (the journal keeps it)
         self.size = 0  # bytes accepted so far
         self.upload_id: str | None = None
         self._buffer = bytearray()
@@ -79,34 +82,51 @@ class ObjectStream:
         return self.pool.part_size * (1 + (number - 1) // GROW_EVERY)
 
     def append(self, data: bytes) -> None:
-        """Take the next bytes; blocks while too many parts are in flight. Raises once a part has failed."""
+        """Take the next bytes; blocks while too many parts are in flight. Raises once anything has failed,
+        and from then on the stream can only fail: no later step may complete an object that lacks a part."""
         self.check()
-        self._buffer += data
-        self.size += len(data)
-        while len(self._buffer) >= self.part_size(self._next_number()):
-            size = self.part_size(self._next_number())
-            if len(self._buffer) == size:  # the usual case: writes add up to whole parts; no copy
-                part, self._buffer = self._buffer, bytearray()
-            else:
-                part = self._buffer[:size]
-                del self._buffer[:size]
-            self._ship(part)
+        try:
+            self._buffer += data
+            self.size += len(data)
+            while len(self._buffer) >= self.part_size(self._next_number()):
+                size = self.part_size(self._next_number())
+                if len(self._buffer) == size:  # the usual case: writes add up to whole parts; no copy
+                    part, self._buffer = self._buffer, bytearray()
+                else:
+                    part = self._buffer[:size]
+                    del self._buffer[:size]
+                self._ship(part)
+        except BaseException as exc:
+            self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
+            raise
 
     def finish(self) -> int:
-        """Upload what is left and make the object; returns its size. Raises on any failure."""
-        if self.upload_id is None:
-            body, self._buffer = self._buffer, bytearray()
-            self.objects.put_object(self.bucket, self.key, body)
-            self.pool.stats.add("bytes_uploaded", len(body))
+        """Upload what is left and make the object; returns its size. Raises on any failure, then and later."""
+        self.check()
+        try:
+            if self.upload_id is None:
+                body, self._buffer = self._buffer, bytearray()
+                self.objects.put_object(self.bucket, self.key, body)
+                self.pool.stats.add("bytes_uploaded", len(body))
+                return self.size
+            if self._buffer:
+                part, self._buffer = self._buffer, bytearray()
+                self._ship(part)
+            self._drain()
+            self.check()
+            self.objects.complete_multipart_upload(self.bucket, self.key, self.upload_id,
+                                                   list(self._parts.items()))
+            self.upload_id = None
             return self.size
-        if self._buffer:
-            part, self._buffer = self._buffer, bytearray()
-            self._ship(part)
+        except BaseException as exc:
+            self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
+            raise
+
+    def sync(self) -> None:
+        """fsync(): wait until every full part is in S3 and report a failure, without finishing the object
+        (S3 has no partial object to make durable; the object exists only once the file is closed)."""
         self._drain()
         self.check()
-        self.objects.complete_multipart_upload(self.bucket, self.key, self.upload_id, list(self._parts.items()))
-        self.upload_id = None
-        return self.size
 
     def abort(self) -> None:
         """Give up: wait for the parts in flight, then abort the multipart upload (best effort)."""
@@ -136,6 +156,8 @@ class ObjectStream:
             raise BpfsError(f"s3://{self.bucket}/{self.key}: more than {MAX_PARTS} parts (file too large)", errno.EFBIG)
         if self.upload_id is None:
             self.upload_id = self.objects.create_multipart_upload(self.bucket, self.key)
+            if self.on_multipart is not None:
+                self.on_multipart(self.upload_id)
         self._slots.acquire()  # backpressure: this file's parts in flight
         self.pool.slots.acquire()  # and the mount's
         try:
@@ -167,7 +189,7 @@ class ObjectStream:
         self._parts[number] = etag
         self.pool.stats.add("bytes_uploaded", len(part))
 
-    def _fail(self, exc: BpfsError) -> None:
+    def _fail(self, exc: BaseException) -> None:
         with self._error_lock:
             if self._error is None:
                 self._error = exc

@@ -5,11 +5,16 @@ directory. A file created straight in `samples/new/` is a draft of its own (a si
 sample named after the file). The sample record is created lazily, with the first data file,
 so an empty `mkdir` leaves nothing on the server. Each data file follows the official
 client's flow (basepair-api.md §8): POST the upload record (`in_progress`) when the file is
-created, stream the bytes to S3 while they are written (`bpfs.upload`), and at the first
-`close()` of a file with data finish the object and PUT the record `completed`. Any failure
-fails that close with EIO, aborts the multipart upload, marks the record `failed`, and deletes
-the sample again if none of its files completed. The records themselves (names, sample.json,
-request bodies) are `bpfs.samples`.
+created, stream the bytes to S3 while they are written (`bpfs.upload`), and at the *last*
+close of the file finish the object and PUT the record `completed`. The last close is the one
+after which no process holds the file (`bpfs.processes`): `{ cat a; cat b; } > f` and a child
+writing to its parent's file finish once, whole; `cp`'s own close is the last, so `cp` sees
+any failure. `fsync` finishes nothing. Any failure of any step fails that file: the multipart
+upload is aborted, the record marked `failed`, and the sample deleted again if none of its
+files completed. `rm` of an uploaded file is the way back from a partial copy: it deletes the
+upload's record and object while the sample has no analysis. A journal (`bpfs.journal`) lets
+the next mount clean up after a daemon that died mid-upload. The records themselves (names,
+sample.json, request bodies) are `bpfs.samples`.
 
 Locks: `SampleWriter._lock` guards the registry of drafts, `Draft.lock` a draft's state,
 `Draft.create_lock` serialises creating/deleting/renaming its sample record, `DraftFile.lock`
@@ -26,12 +31,14 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from bpfs.api import ApiClient
+from bpfs.catalog import Catalog
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
+from bpfs.journal import UploadJournal
 from bpfs.namespace import Entry, Namespace
 from bpfs.options import MountOptions
+from bpfs.processes import Processes
 from bpfs.s3 import ObjectClient
 from bpfs.samples import META_NAME, SampleRecords, is_read2, logged_error, sample_name, upload_name
 from bpfs.stats import Stats
@@ -66,7 +73,9 @@ class DraftFile:
         self.size = 0
         self.started = time.monotonic()
         self.mtime = time.time()
-        self.broken: BpfsError | None = None  # a non-sequential write: the file can only fail now
+        self.kept_mtime: float | None = None  # set by utimens (cp -p, rsync -a): shown, so a re-run rsync skips it
+        self.opener: int | None = None  # the thread that created it (FUSE reports threads)
+        self.broken: BpfsError | None = None  # a write failed or was out of order: the file can only fail now
 
     @property
     def path(self) -> str:
@@ -77,7 +86,8 @@ class DraftFile:
         return self.stream.size if self.state in ("starting", "writing") and self.stream else self.size
 
     def entry(self) -> DraftEntry:
-        return DraftEntry(False, size=self.current_size, mtime=self.mtime, writing=self.state != "done")
+        mtime = self.kept_mtime if self.kept_mtime is not None else self.mtime
+        return DraftEntry(False, size=self.current_size, mtime=mtime, writing=self.state != "done")
 
 
 class Draft:
@@ -134,35 +144,14 @@ class Handle:
         return self.file.path if self.file is not None else self.draft.path(META_NAME)
 
 
-def dying(pid: int | None) -> str | None:
-    """How the process closing a file ends, when it is exiting abnormally; None while it lives or exits 0.
-
-    A killed `cp` closes its files on the way out, which would otherwise complete a truncated upload.
-    /proc/PID/stat shows PF_EXITING (flag 0x4) and the exit code (field 52) while the files are closed.
-    """
-    if not pid:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        flags, exit_code = int(fields[6]), int(fields[49])
-    except (OSError, IndexError, ValueError):
-        return None
-    if not flags & 0x4:
-        return None
-    if exit_code & 0x7F:
-        return f"was killed by signal {exit_code & 0x7F}"
-    if exit_code >> 8:
-        return f"exited with status {exit_code >> 8}"
-    return None
-
-
 class SampleWriter:
     """What Filesystem calls for every path below `samples/new/` (those it `owns`)."""
 
-    def __init__(self, api: ApiClient, objects: ObjectClient, namespace: Namespace, stats: Stats,
-                 options: MountOptions) -> None:
-        self.api, self.objects, self.namespace, self.stats, self.options = api, objects, namespace, stats, options
-        self.records = SampleRecords(api, namespace, options)
+    def __init__(self, api: ApiClient, objects: ObjectClient, catalog: Catalog, namespace: Namespace, stats: Stats,
+                 options: MountOptions, journal: UploadJournal, processes: Processes) -> None:
+        self.api, self.objects, self.stats, self.options = api, objects, stats, options
+        self.journal, self.processes = journal, processes
+        self.records = SampleRecords(api, catalog, options)
         part = options.part_mb << 20
         self.pool = UploadPool(objects, stats, part_size=part if part >= MIN_PART else DEFAULT_PART)
         self.bucket = objects.default_bucket
@@ -276,13 +265,13 @@ class SampleWriter:
                 del self._drafts[parts[0]]
 
     # -- files: create, open -----------------------------------------------------------------------
-    def create(self, path: str, mode: int) -> Handle:
+    def create(self, path: str, mode: int, caller: int | None = None) -> Handle:
         parts = self._split(path) or []
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
             if parts[1] == META_NAME:
                 return self._open_meta(draft, truncate=True)
-            return self._create_file(draft, parts[1])
+            return self._create_file(draft, parts[1], caller)
         name = parts[0]
         if name == META_NAME:
             raise logged_error(f"{path}: sample.json belongs in a sample directory "
@@ -292,7 +281,7 @@ class SampleWriter:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
             draft = self._drafts[name] = Draft(name, is_dir=False)
         try:
-            return self._create_file(draft, name)
+            return self._create_file(draft, name, caller)
         except BaseException:
             self._forget_if_empty(draft)
             raise
@@ -310,9 +299,10 @@ class SampleWriter:
             raise logged_error(f"{path}: already uploaded; files of a sample cannot be changed", errno.EPERM)
         return Handle(draft, "read", file=found)
 
-    def _create_file(self, draft: Draft, name: str) -> Handle:
+    def _create_file(self, draft: Draft, name: str, caller: int | None = None) -> Handle:
         """Register the file, create the sample if it is the first, and POST its upload record."""
         f = DraftFile(draft, name)
+        f.opener = caller
         path = f.path
         with draft.lock:
             if name in draft.files:
@@ -334,10 +324,13 @@ class SampleWriter:
                 f.key = self.records.upload_key(sample_id, f.basename)
                 paired = draft.paired(f.basename)
                 f.upload_id = self.records.start_upload(sample_id, f.key, order, paired)
+                self.journal.upload_started(f.upload_id, sample_id, self.bucket, f.key)
         except BaseException:
             self._drop_failed(f)
             raise
-        f.stream = ObjectStream(self.pool, self.bucket, f.key)
+        upload_id = f.upload_id
+        f.stream = ObjectStream(self.pool, self.bucket, f.key,
+                                on_multipart=lambda mpu: self.journal.multipart_started(upload_id, mpu))
         f.state = "writing"
         log.info("uploading %s to s3://%s/%s (sample %d, upload %d, order %d%s)", path, self.bucket, f.key,
                  sample_id, f.upload_id, order, ", read 2" if paired else "")
@@ -359,10 +352,14 @@ class SampleWriter:
                                         f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
                                         "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
+            if f.broken is not None:
+                raise BpfsError(f"{handle.path}: an earlier write failed; the upload will fail at close",
+                                f.broken.errno)
             try:
                 f.stream.append(data)
             except BpfsError as exc:
-                raise RemoteError(f"{handle.path}: upload failed: {exc}") from None
+                f.broken = RemoteError(f"{handle.path}: upload failed: {exc}")
+                raise f.broken from None
             f.mtime = time.time()
         return len(data)
 
@@ -378,9 +375,9 @@ class SampleWriter:
         return chunk
 
     def flush(self, handle: Handle, caller: int | None = None) -> None:
-        """The close() that cp checks: finishes the upload the first time it sees data. A flush with no
-        data yet does nothing (the shell's `>` closes a dup'ed fd before the command writes). A flush
-        from a process that is dying (Ctrl-C on cp, a crash) aborts instead: its file is incomplete."""
+        """A close(). The last close of a data file finishes its upload, and reports the outcome to the
+        closer (cp checks it); an earlier one (a child's, or a dup'ed descriptor's) finishes nothing.
+        A last close by a process that is dying (Ctrl-C on cp, a crash) aborts: its file is incomplete."""
         if handle.kind == "meta":
             if handle.result is not None:
                 raise handle.result
@@ -395,13 +392,40 @@ class SampleWriter:
             return
         f = handle.file
         with f.lock:
-            if f.state == "writing" and f.stream.size == 0 and f.broken is None:
+            if f.state != "writing":
+                if f.state == "failed" and f.error is not None:
+                    raise f.error
                 return
-            death = dying(caller) if f.state == "writing" else None
+            if not self._last_close(f, caller):
+                return
+            death = self.processes.dying(caller)
             if death is not None and f.broken is None:
                 f.broken = BpfsError(f"{f.path}: the writing process (pid {caller}) {death} before "
                                      "closing the file; the upload is aborted, not recorded as complete", errno.EIO)
             self._finish(f)
+
+    def _last_close(self, f: DraftFile, caller: int | None) -> bool:
+        still_open = self.processes.still_open(f.path)
+        if still_open is not None:
+            return not still_open
+        # no /proc view of the mount (in-process use): the opener's own close with data is the last, as
+        # mountpoint-s3 decides; anything else waits for release
+        return f.stream.size > 0 and self.processes.same_process(caller, f.opener)
+
+    def fsync(self, handle: Handle) -> None:
+        """Every full part is in S3 (or the failure is reported); nothing is finished."""
+        if handle.kind != "data":
+            return
+        f = handle.file
+        with f.lock:
+            if f.state == "failed" and f.error is not None:
+                raise f.error
+            if f.state == "writing":
+                try:
+                    f.stream.sync()
+                except BpfsError as exc:
+                    f.broken = f.broken or RemoteError(f"{f.path}: upload failed: {exc}")
+                    raise f.broken from None
 
     def release(self, handle: Handle) -> None:
         if handle.kind == "meta":
@@ -415,7 +439,7 @@ class SampleWriter:
             return
         f = handle.file
         with f.lock:
-            if f.state == "writing":  # never flushed with data: an empty file, or a crashed writer
+            if f.state == "writing":  # no close was seen as the last (two closed at once, or no /proc view)
                 try:
                     self._finish(f)
                 except BpfsError as exc:
@@ -443,10 +467,14 @@ class SampleWriter:
             self._fail(f, error, made)
             raise error from None
         f.size, f.state, f.mtime = size, "done", time.time()
+        self.journal.upload_ended(f.upload_id)
         draft = f.draft
         with draft.lock:
             draft.active -= 1
             draft.completed += 1
+            first = draft.completed == 1
+        if first and draft.sample_id is not None:
+            self.journal.sample_settled(draft.sample_id)
         self.stats.add("uploads_in_flight", -1)
         self.stats.add("uploads_completed")
         log.info("uploaded %s (%d bytes) as s3://%s/%s", path, size, self.bucket, f.key)
@@ -462,8 +490,9 @@ class SampleWriter:
                 log.error("could not delete s3://%s/%s: %s", self.bucket, f.key, exc)
         try:
             self.records.end_upload(f.upload_id, f.key, "failed", f.stream.size, time.monotonic() - f.started)
+            self.journal.upload_ended(f.upload_id)
         except BpfsError as exc:
-            log.error("could not mark upload %d failed: %s", f.upload_id, exc)
+            log.error("could not mark upload %d failed: %s (the next mount retries)", f.upload_id, exc)
         f.state, f.error = "failed", error
         self._drop_failed(f)
 
@@ -482,6 +511,7 @@ class SampleWriter:
         """The draft's sample id, creating the record on first use. Holds draft.create_lock."""
         if draft.sample_id is None:
             draft.sample_id = self.records.create_sample(draft.name, draft.settings)
+            self.journal.sample_created(draft.sample_id)
         return draft.sample_id
 
     def _settle(self, draft: Draft) -> None:
@@ -494,6 +524,7 @@ class SampleWriter:
             if doomed is not None:
                 try:
                     self.records.delete_sample(doomed)
+                    self.journal.sample_settled(doomed)
                     log.info("deleted sample %d (%s): none of its files was uploaded", doomed, draft.name)
                 except BpfsError as exc:
                     log.error("sample %d (%s) has no file but could not be deleted: %s", doomed, draft.name, exc)
@@ -544,19 +575,46 @@ class SampleWriter:
 
     # -- unlink, truncate, rename, delete ----------------------------------------------------------
     def unlink(self, path: str) -> None:
-        """Only the drop box forgets: an uploaded file stays in its sample (rmdir samples/<id> deletes that)."""
+        """`rm` in the drop box. sample.json is forgotten; an uploaded file is deleted from the sample (its
+        upload record and its object), the way back from a copy that broke off, while the sample has no
+        analysis; a sample left with no file is deleted again, as after a failed upload."""
         draft, found, is_meta = self._resolve(path)
-        with draft.lock:
-            if is_meta:
+        if is_meta:
+            with draft.lock:
                 draft.meta_text, draft.meta_error = None, None
                 if draft.sample_id is None:
                     draft.settings = {}
-                return
+            return
+        with found.lock:
             if found.state in ("starting", "writing"):
                 raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
-            if draft.files.get(found.name) is found:
-                del draft.files[found.name]
-        self._forget_if_empty(draft)
+            if found.state == "done":
+                self.records.remove_upload(draft.sample_id, found.upload_id, found.key, path)
+                self._forget_object(found.key)
+                log.info("removed %s: upload %d and s3://%s/%s deleted", path, found.upload_id, self.bucket,
+                         found.key)
+                with draft.lock:
+                    draft.completed -= 1
+            with draft.lock:
+                if draft.files.get(found.name) is found:
+                    del draft.files[found.name]
+        self._settle(draft)
+
+    def _forget_object(self, key: str) -> None:
+        try:
+            self.objects.delete_object(self.bucket, key)
+        except BpfsError as exc:
+            log.error("the upload record is gone, but s3://%s/%s stays: %s", self.bucket, key, exc)
+
+    def utimens(self, path: str, mtime: float | None) -> None:
+        """cp -p and rsync -a set the source's mtime: kept and shown, so a second `rsync -a` sees the file as
+        up to date and skips it."""
+        parts = self._split(path) or []
+        if len(parts) == 1 and (draft := self._lookup(parts[0])) is not None and draft.is_dir:
+            return  # a sample directory: nothing to keep
+        _draft, found, _is_meta = self._resolve(path)
+        if found is not None and mtime is not None:
+            found.kept_mtime = mtime
 
     def truncate(self, path: str, length: int) -> None:
         draft, found, is_meta = self._resolve(path)

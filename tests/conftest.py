@@ -78,8 +78,10 @@ class Mount:
             cmd += ["-o", option]
         cmd += list(args)
         self.stderr = open(workdir / "stderr.txt", "wb")  # noqa: SIM115 - closed in stop()
+        # each mount keeps its upload journal in its own directory unless a test shares one on purpose
+        self.state_dir = Path((env or {}).get("XDG_STATE_HOME") or workdir / "state")
         self.proc = subprocess.Popen(cmd, stdout=self.stderr, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, "XDG_STATE_HOME": str(self.state_dir), **(env or {})})
         try:
             wait_mounted(self.path, self.proc)
         except BaseException:

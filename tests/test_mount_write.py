@@ -520,26 +520,6 @@ def test_listing_shows_a_file_being_written_with_its_size(make_mount):
     with pytest.raises(OSError) as raised:  # an uploaded file cannot be rewritten
         open(draft / "g_R1.fastq", "wb")
     assert raised.value.errno == errno.EPERM
-    os.unlink(draft / "g_R1.fastq")  # only the drop box forgets it; the sample keeps the file
-    os.rmdir(draft)
-    assert uploads_of(emu, the_sample(emu, name)["id"])[0]["status"] == "completed"
-
-
-def test_dup_and_second_close_complete_once(make_mount, tmp_path):
-    m = make_mount()
-    emu = m.emulator
-    name = unique("dup")
-    fd = os.open(m.path / "samples" / "new" / f"{name}.fq", os.O_WRONLY | os.O_CREAT, 0o644)
-    other = os.dup(fd)
-    os.write(fd, b"@r\nACGT\n+\nIIII\n")
-    os.close(fd)  # the first close with data completes
-    with pytest.raises(OSError) as raised:
-        os.write(other, b"more")
-    assert raised.value.errno == errno.EBADF
-    os.close(other)  # a second close returns the first one's result and completes nothing twice
-    (upload,) = uploads_of(emu, the_sample(emu, name)["id"])
-    assert upload["status"] == "completed" and stored(emu, upload["key"]) == b"@r\nACGT\n+\nIIII\n"
-    assert m.stats()["uploads_completed"] == 1
 
 
 # -- refusals -----------------------------------------------------------------------------------------------

@@ -287,6 +287,9 @@ class ApiServer:
         self._stats_lock = threading.Lock()
         self._stats: Counter[str] = Counter()
         self.requests_log: list[tuple[str, str, str]] = []
+        # A hostile or broken server, for tests: each transform may rewrite a reply before it is sent,
+        # `transform(method, path, params, status, payload) -> payload` (malformed records, broken paging).
+        self.transforms: list = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -637,7 +640,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None:
             detail = fault.code or f"Injected fault: HTTP {fault.status}."
-            self._send(fault.status, {"errors": [{"detail": detail}]}, {}, method, fault.drop_after)
+            self._send(fault.status, {"errors": [{"detail": detail}]}, dict(fault.headers or {}), method,
+                       fault.drop_after)
             return
 
         try:
@@ -649,6 +653,10 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not kill the connection
             log.exception("emulator API error on %s %s", method, path)
             status, payload, headers = 500, {"errors": [{"detail": f"Internal error: {exc}"}]}, {}
+        if api.transforms:
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            for transform in list(api.transforms):
+                payload = transform(method, path, params, status, payload)
         self._send(status, payload, headers, method, fault.drop_after if fault is not None else None)
 
     def _send(

@@ -814,3 +814,18 @@ def make_rnaseq_metrics(seed: int, sample_name: str) -> bytes:
 def random_bytes(seed: int, size: int) -> bytes:
     """Fast deterministic pseudo-random bytes for large opaque objects (incompressible, like real archives)."""
     return random.Random(seed).randbytes(size)
+
+
+RANDOM_CHUNK = 16 << 20  # randbytes() cannot make 256 MiB or more at once; 16 MiB pieces keep memory small too
+
+
+def write_random_file(seed: int, size: int, path: os.PathLike[str] | str) -> int:
+    """The same kind of bytes as `random_bytes`, streamed to a file in pieces, for objects of any size."""
+    rng = random.Random(seed)
+    with open(path, "wb") as out:
+        left = size
+        while left > 0:
+            piece = min(left, RANDOM_CHUNK)
+            out.write(rng.randbytes(piece))
+            left -= piece
+    return size

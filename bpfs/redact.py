@@ -1,0 +1,37 @@
+"""The one redaction of secrets, for every text a user can read: log lines, `.bpfs/stats`, error messages.
+
+Credentials travel in the API's query string (`api_key=`), S3 secrets sit in the config, presigned URLs
+carry signatures. Two rules cover them: every secret value the process knows is replaced, and every
+credential-looking query parameter is blanked, whatever its value.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+_QUERY_SECRETS = re.compile(
+    r"(api_key|key|secret|password|token|X-Amz-Signature|Signature|X-Amz-Credential|X-Amz-Security-Token)"
+    r"=[^&\s'\"]*",
+    re.IGNORECASE,
+)
+_MIN_SECRET = 4  # shorter values would blank ordinary words
+
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+
+
+def register(*secrets: str | None) -> None:
+    """Remember secret values (the API key, the S3 secret) so that no output shows them."""
+    global _secrets
+    with _lock:
+        known = set(_secrets)
+        known.update(s for s in secrets if s and len(s) >= _MIN_SECRET)
+        _secrets = tuple(sorted(known, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _QUERY_SECRETS.sub(r"\1=***", text)

@@ -1,0 +1,274 @@
+"""Trust off the happy path, writes: the file the server records is the file the user wrote.
+
+Odd writers (a shell group, a loop, a child writing to its parent's file, fsync mid-file), failures of
+every step, the way back from a partial copy (`rm`), and a daemon killed mid-upload, on real mounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_fuse, unmount_hard
+from tests.test_mount_write import (
+    MiB,
+    cp,
+    make_file,
+    new_draft,
+    open_mpus,
+    samples_named,
+    stored,
+    the_sample,
+    unique,
+    uploads_of,
+    uploads_with_key,
+    wait_for,
+)
+
+pytestmark = needs_fuse
+
+
+def sh(script: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def upload_of(emu, name: str, basename: str) -> dict:
+    (upload,) = [u for u in uploads_of(emu, the_sample(emu, name)["id"]) if u["key"].endswith("/" + basename)]
+    return upload
+
+
+# -- odd writers: one file, several closes ---------------------------------------------------------------
+@pytest.mark.parametrize("form", ["group", "loop"])
+def test_a_file_written_by_several_processes_is_recorded_whole(make_mount, tmp_path, form):
+    """`{ cat a; cat b; } > f` and `for f in lane*; do cat "$f"; done > f`: each cat closes its inherited
+    descriptor; only the shell's close, the last, finishes the upload."""
+    m = make_mount()
+    emu = m.emulator
+    lanes = [make_file(tmp_path / f"lane{i}.fastq", size) for i, size in enumerate((6 * MiB + 7, 3 * MiB, 1234))]
+    name = unique(form)
+    draft = new_draft(m, name)
+    target = draft / f"{name}_R1.fastq"
+    if form == "group":
+        script = f'{{ cat "{lanes[0]}"; cat "{lanes[1]}"; cat "{lanes[2]}"; }} > "{target}"'
+    else:
+        script = f'for f in "{tmp_path}"/lane*.fastq; do cat "$f"; done > "{target}"'
+    result = sh(script)
+    assert result.returncode == 0, result.stderr
+    whole = b"".join(p.read_bytes() for p in lanes)
+    upload = wait_for(lambda: (u := upload_of(emu, name, target.name))["status"] == "completed" and u,
+                      what="the upload to complete")
+    assert upload["filesize"] == len(whole) and stored(emu, upload["key"]) == whole
+    assert m.stats()["uploads_completed"] == 1 and m.stats()["uploads_failed"] == 0
+
+
+def test_a_child_writing_to_its_parents_file_and_the_parent_after_it(make_mount, tmp_path):
+    """A subprocess writes through the parent's descriptor and exits; the parent writes on, then closes."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("child")
+    target = m.path / "samples" / "new" / f"{name}.fastq"
+    code = textwrap.dedent(f"""
+        import subprocess, sys
+        with open({str(target)!r}, "wb") as f:
+            f.write(b"parent-1\\n")
+            f.flush()
+            subprocess.run([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'child\\\\n' * 1000)"],
+                           stdout=f, check=True)
+            f.write(b"parent-2\\n")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (upload,) = uploads_of(emu, the_sample(emu, name)["id"])
+    assert upload["status"] == "completed"
+    assert stored(emu, upload["key"]) == b"parent-1\n" + b"child\n" * 1000 + b"parent-2\n"
+
+
+def test_the_parent_closing_first_does_not_cut_a_child_still_writing(make_mount):
+    """The opener closes while its child still holds the file: the child's later close is the last."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("orphan")
+    target = m.path / "samples" / "new" / f"{name}.fastq"
+    code = textwrap.dedent(f"""
+        import subprocess, sys
+        f = open({str(target)!r}, "wb")
+        child = subprocess.Popen([sys.executable, "-c",
+                                  "import sys, time; time.sleep(1); sys.stdout.buffer.write(b'late\\\\n' * 5000)"],
+                                 stdout=f)
+        f.close()
+        sys.exit(child.wait())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    upload = wait_for(lambda: (u := uploads_of(emu, the_sample(emu, name)["id"])[0])["status"] == "completed"
+                      and u, what="the upload to complete")
+    assert stored(emu, upload["key"]) == b"late\n" * 5000
+
+
+def test_fsync_mid_file_finishes_nothing(make_mount):
+    m = make_mount()
+    emu = m.emulator
+    name = unique("fsync")
+    fd = os.open(m.path / "samples" / "new" / f"{name}.fastq", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"A" * (9 * MiB))  # one full part in flight
+        os.fsync(fd)  # waits for the part, completes nothing
+        (upload,) = uploads_with_key(emu, f"/{name}.fastq")
+        assert upload["status"] == "in_progress" and len(open_mpus(emu)) >= 1
+        os.write(fd, b"B" * 100)
+    finally:
+        os.close(fd)
+    (upload,) = uploads_with_key(emu, f"/{name}.fastq")
+    assert upload["status"] == "completed" and stored(emu, upload["key"]) == b"A" * (9 * MiB) + b"B" * 100
+
+
+def test_dup_and_second_close_complete_once_with_all_the_data(make_mount):
+    """Two descriptors of one open file (dup): the first close finishes nothing, the second all of it."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("dup")
+    fd = os.open(m.path / "samples" / "new" / f"{name}.fq", os.O_WRONLY | os.O_CREAT, 0o644)
+    other = os.dup(fd)
+    os.write(fd, b"@r\nACGT\n+\nIIII\n")
+    os.close(fd)
+    assert uploads_with_key(emu, f"/{name}.fq")[0]["status"] == "in_progress"
+    os.write(other, b"@s\nTTTT\n+\nIIII\n")
+    os.close(other)
+    (upload,) = uploads_of(emu, the_sample(emu, name)["id"])
+    assert upload["status"] == "completed"
+    assert stored(emu, upload["key"]) == b"@r\nACGT\n+\nIIII\n@s\nTTTT\n+\nIIII\n"
+    assert m.stats()["uploads_completed"] == 1
+
+
+# -- every failure fails the file, never shortens it -------------------------------------------------------
+def test_create_multipart_upload_refused_fails_the_file(make_mount, tmp_path):
+    """S3 refuses to start the multipart upload: the write fails, and the close does not record a shorter file."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("nompu")
+    src = make_file(tmp_path / f"{name}.fastq", 20 * MiB)
+    emu.faults_s3.add(method="POST", path=f"/{name}.fastq$", query=r"(^|&)uploads(=|&|$)", status=500,
+                      times=None)
+    try:
+        result = cp(src, m.path / "samples" / "new", check=False)
+    finally:
+        emu.faults_s3.clear()
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    assert [u["status"] for u in uploads_with_key(emu, f"/{name}.fastq")] in ([], ["failed"])
+    assert samples_named(emu, name) == []
+    assert not [k for k in emu.store.keys(emu.bucket, "uploads/") if k.endswith(f"/{name}.fastq")]
+
+
+def test_an_empty_file_whose_upload_fails_fails_its_close(make_mount, tmp_path):
+    m = make_mount()
+    emu = m.emulator
+    name = unique("empty")
+    src = tmp_path / f"{name}.fastq"
+    src.write_bytes(b"")
+    emu.faults_s3.add(method="PUT", path=f"/{name}.fastq$", status=500, times=None)
+    try:
+        result = cp(src, m.path / "samples" / "new", check=False)
+    finally:
+        emu.faults_s3.clear()
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    assert samples_named(emu, name) == []
+
+
+# -- the way back: rm -----------------------------------------------------------------------------------------
+def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
+    m = make_mount()
+    emu = m.emulator
+    name = unique("undo")
+    draft = new_draft(m, name)
+    r1, r2 = make_file(tmp_path / "u_R1.fastq", 2 * MiB), make_file(tmp_path / "u_R2.fastq", 6 * MiB)
+    cp(r1, r2, draft)
+    sample = the_sample(emu, name)
+    keys = [u["key"] for u in uploads_of(emu, sample["id"])]
+    os.unlink(draft / r2.name)  # a partial copy, say: the user takes it back
+    assert [u["key"] for u in uploads_of(emu, sample["id"])] == keys[:1]
+    assert not emu.store.exists(emu.bucket, keys[1])
+    assert sorted(os.listdir(draft)) == [r1.name]
+    assert r2.name not in os.listdir(m.path / "samples" / str(sample["id"]))
+    cp(r2, draft)  # and copies it again, whole
+    assert [u["status"] for u in uploads_of(emu, sample["id"])] == ["completed", "completed"]
+    os.unlink(draft / r1.name)
+    os.unlink(draft / r2.name)
+    assert samples_named(emu, name) == []  # a sample left with no file is deleted, as after a failure
+    os.rmdir(draft)
+
+
+def test_rm_is_refused_once_the_sample_has_an_analysis(make_mount, tmp_path):
+    from bpfs.emulator import Emulator
+
+    with Emulator(big_file_mib=1, bam_reads=200) as emu:  # its own account: an analysis is added to it
+        m = make_mount(emu=emu)
+        src = make_file(tmp_path / f"{unique('analysed')}.fastq", 1000)
+        cp(src, m.path / "samples" / "new")
+        sample = the_sample(emu, src.stem)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        emu.state.add_analysis("an analysis of it", "running", 7, [sample["id"]], [], {}, now, now, None, now)
+        with pytest.raises(OSError) as raised:
+            os.unlink(m.path / "samples" / "new" / src.name)
+        assert raised.value.errno == errno.EBUSY
+        assert [u["status"] for u in uploads_of(emu, sample["id"])] == ["completed"]
+        assert "already has analyses" in m.log.read_text()
+        m.stop()
+
+
+# -- a daemon killed mid-upload ---------------------------------------------------------------------------------
+def test_the_next_mount_cleans_up_after_a_daemon_killed_mid_upload(make_mount, tmp_path):
+    state = tmp_path / "state"  # both mounts keep their upload journal here
+    m = make_mount(env={"XDG_STATE_HOME": str(state)}, name="killed")
+    emu = m.emulator
+    single, paired = unique("crash"), unique("crashdir")
+    draft = new_draft(m, paired)
+    r1 = make_file(tmp_path / "c_R1.fastq", 1000)
+    cp(r1, draft)  # this sample keeps a completed file
+    fds = [os.open(m.path / "samples" / "new" / f"{single}.fastq", os.O_WRONLY | os.O_CREAT, 0o644),
+           os.open(draft / "c_R2.fastq", os.O_WRONLY | os.O_CREAT, 0o644)]
+    for fd in fds:
+        os.write(fd, os.urandom(9 * MiB))  # a multipart upload is open for each
+    assert len(open_mpus(emu)) >= 2
+    m.proc.kill()  # SIGKILL: no cleanup at all
+    m.proc.wait(timeout=30)
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    unmount_hard(m.path)
+    assert [u["status"] for u in uploads_with_key(emu, f"/{single}.fastq")] == ["in_progress"]
+
+    again = make_mount(env={"XDG_STATE_HOME": str(state)}, name="again")
+    wait_for(lambda: samples_named(emu, single) == [], timeout=30, what="the empty sample to be deleted")
+    wait_for(lambda: [u["status"] for u in uploads_of(emu, the_sample(emu, paired)["id"])]
+             == ["completed", "failed"], timeout=30, what="the open upload to be marked failed")
+    assert open_mpus(emu) == []
+    assert not [k for k in emu.store.keys(emu.bucket, "uploads/") if k.endswith(("/c_R2.fastq", f"/{single}.fastq"))]
+    assert "was in flight when an earlier mount stopped" in again.log.read_text()
+    assert not list((state / "bpfs" / "uploads").glob("*/*.jsonl")) or all(
+        p.stat().st_size == 0 for p in (state / "bpfs" / "uploads").glob("*/*.jsonl"))
+    time.sleep(0.1)
+
+
+# -- rsync again ------------------------------------------------------------------------------------------------
+def test_rsync_a_second_time_succeeds_and_uploads_nothing_twice(make_mount, tmp_path):
+    m = make_mount()
+    emu = m.emulator
+    src = tmp_path / unique("resync")
+    make_file(src / "r_R1.fastq", 3 * MiB)
+    make_file(src / "r_R2.fastq", 1 * MiB)
+    target = m.path / "samples" / "new"
+    for _ in range(2):
+        result = subprocess.run(["rsync", "-a", str(src), str(target)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    sample = the_sample(emu, src.name)
+    assert [u["status"] for u in uploads_of(emu, sample["id"])] == ["completed", "completed"]
