@@ -81,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
     except BpfsError as exc:
-        print(f"bpfs: {redact(str(exc))}", file=sys.stderr)
+        print(f"bpfs: {one_line(redact(str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def one_line(text: str) -> str:
+    """A message stays one line even when a path in it holds a newline."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

@@ -65,15 +65,23 @@ def find_config(explicit: str | None = None, environ: os._Environ | dict | None 
     for candidate, origin in ((explicit, "-c"), (env.get("BP_CONFIG_FILE"), "BP_CONFIG_FILE")):
         if candidate:
             path = Path(candidate).expanduser()
-            if not path.is_file():
+            if not _is_file(path):
                 raise ConfigError(f"config file {path} (from {origin}) does not exist")
             return path
     path = DEFAULT_PATH.expanduser()
-    if not path.is_file():
+    if not _is_file(path):
         raise ConfigError(
             f"no config file: pass -c CONFIG, set BP_CONFIG_FILE, or save the dashboard's API config as {path}"
         )
     return path
+
+
+def _is_file(path: Path) -> bool:
+    """Whether the path is a file; a directory we may not enter says so in one line."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
 def load_config(path: str | os.PathLike, environ: os._Environ | dict | None = None) -> Config:

@@ -20,7 +20,7 @@ class Readiness:
         if self.fd is None:
             return
         try:
-            os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+            os.write(self.fd, (line.replace("\r", "\\r").replace("\n", "\\n") + "\n").encode())
         finally:
             os.close(self.fd)
             self.fd = None

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,18 +93,35 @@ def test_mount_options_are_checked_at_mount(emulator, tmp_path, option, words):
     assert not mounted_fuse(mnt)
 
 
+@pytest.fixture
+def nobody_dir():
+    """A directory `nobody` may use (pytest's own temporary directories are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="bpfs-nobody-"))
+    os.chmod(path, 0o755)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield path
+    finally:
+        unmount_hard(path / "mnt")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+AS_NOBODY = ["setpriv", f"--reuid={65534}", f"--regid={65534}", "--clear-groups"]
+NOBODY = 65534
+
+
 @pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to run as another user")
-def test_dev_fuse_not_accessible_is_one_line(emulator, tmp_path):
-    if os.access("/dev/fuse", os.R_OK | os.W_OK) and os.stat("/dev/fuse").st_mode & 0o006:
+def test_dev_fuse_not_accessible_is_one_line(emulator, nobody_dir):
+    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
         pytest.skip("/dev/fuse is open to every user here")
-    mnt = tmp_path / "mnt"
+    mnt = nobody_dir / "mnt"
     mnt.mkdir()
-    cfg = config_file(emulator, tmp_path)
-    os.chmod(tmp_path, 0o755)
-    os.chown(cfg, 65534, 65534)
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                             "bpfs", "mount", str(mnt), "-c", str(cfg)], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "HOME": str(tmp_path)}, cwd=tmp_path)
+    cfg = config_file(emulator, nobody_dir)
+    for path in (mnt, cfg):
+        os.chown(path, NOBODY, NOBODY)
+    result = subprocess.run([*AS_NOBODY, sys.executable, "-m", "bpfs", "mount", str(mnt), "-c", str(cfg)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(nobody_dir)},
+                            cwd=nobody_dir)
     line = one_line_error(result)
     assert "/dev/fuse" in line and "permission denied" in line
 
@@ -180,21 +197,21 @@ def test_refresh_on_a_dead_mount_says_the_daemon_is_gone(emulator, tmp_path):
 @needs_fuse
 @pytest.mark.skipif(not ROOT or not shutil.which("unshare") or not shutil.which("setpriv"),
                     reason="needs root to make /dev/fuse usable for a normal user in a private namespace")
-def test_a_normal_user_mounts_reads_writes_and_unmounts(emulator, tmp_path):
-    """As `nobody`, in a mount namespace where /dev/fuse is open to all (as on most desktops)."""
-    home = tmp_path / "home"
-    (home / "mnt").mkdir(parents=True)
+def test_a_normal_user_mounts_reads_writes_and_unmounts(emulator, nobody_dir):
+    """As `nobody`, in a mount namespace where /dev/fuse is open to all (as on most desktops): a background
+    mount, a listing, a sample copied in, the log private to the user, an unmount."""
+    home = nobody_dir
+    (home / "mnt").mkdir()
     src = home / "n_R1.fastq"
     src.write_bytes(b"@r\nACGT\n+\nIIII\n" * 1000)
     cfg = config_file(emulator, home)
     name = f"nobody_{os.getpid()}"
-    for path in (tmp_path, home, home / "mnt", cfg, src):
-        os.chown(path, 65534, 65534)
-    os.chmod(tmp_path, 0o755)
-    device = tmp_path / "fuse"
+    for path in (home / "mnt", cfg, src):
+        os.chown(path, NOBODY, NOBODY)
+    device = home / "fuse"
     subprocess.run(["mknod", str(device), "c", "10", "229"], check=True)
     os.chmod(device, 0o666)
-    as_nobody = f"setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={home}"
+    as_nobody = " ".join(AS_NOBODY)
     script = f"""
         set -e
         mount --bind {device} /dev/fuse
@@ -205,12 +222,12 @@ def test_a_normal_user_mounts_reads_writes_and_unmounts(emulator, tmp_path):
         {as_nobody} {sys.executable} -m bpfs umount {home}/mnt
     """
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert "analysis.json" in (home / "ls.txt").read_text()
     with emulator.state.lock:
         (sample,) = [s for s in emulator.state.table("samples").values() if s["name"] == name]
         statuses = [u["status"] for u in emulator.state.table("uploads").values() if u["sample"] == sample["id"]]
     assert statuses == ["completed"]
-    assert (home / ".cache" / "bpfs" / "bpfs.log").stat().st_mode & 0o777 == 0o600
-    time.sleep(0.1)
+    log = home / ".cache" / "bpfs" / "bpfs.log"
+    assert log.stat().st_uid == NOBODY and log.stat().st_mode & 0o777 == 0o600
