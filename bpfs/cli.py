@@ -15,13 +15,14 @@ import tempfile
 from pathlib import Path
 
 from bpfs import __version__
-from bpfs.config import find_config, load_config
-from bpfs.daemon import Readiness, daemonize
 from bpfs.errors import BpfsError
 from bpfs.logs import QUIET, setup_logging
-from bpfs.mounting import check_fuse, check_mountpoint, mounted_fuse, serve, unmount
+from bpfs.mounting.assembly import serve
+from bpfs.mounting.daemon import Readiness, daemonize
+from bpfs.mounting.mountpoints import check_fuse, check_mountpoint, mounted_fuse, unmount
 from bpfs.options import parse_options
 from bpfs.redact import redact
+from bpfs.remote.config import find_config, load_config
 
 log = logging.getLogger("bpfs")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfs.mounting import mounted_fuse
+from bpfs.mounting.mountpoints import mounted_fuse
 
 FUSE_OK = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
 needs_fuse = pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount (apt-get install fuse3)")

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from bpfs import api as api_module
-from bpfs.api import ApiClient
-from bpfs.config import parse_config
 from bpfs.errors import AccessDenied, NotFound, RemoteError
+from bpfs.remote import api as api_module
+from bpfs.remote.api import ApiClient
+from bpfs.remote.config import parse_config
 
 
 def client(emulator, dialect="v3", **overrides) -> ApiClient:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfs.mounting import mounted_fuse
+from bpfs.mounting.mountpoints import mounted_fuse
 from tests.conftest import needs_fuse, unmount_hard, wait_mounted
 
 BPFS = [sys.executable, "-m", "bpfs"]

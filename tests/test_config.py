@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from bpfs.config import find_config, load_config, parse_config
 from bpfs.errors import ConfigError
+from bpfs.remote.config import find_config, load_config, parse_config
 
 V1 = {
     "api": {"host": "https://app.basepairtech.com/", "prefix": "api/v1/", "username": "a@x.org", "api_key": "k1"},

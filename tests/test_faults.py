@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bpfs.mounting import mounted_fuse
+from bpfs.mounting.mountpoints import mounted_fuse
 from tests.conftest import needs_fuse
 
 pytestmark = needs_fuse

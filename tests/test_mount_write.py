@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfs import api as bpfs_api
+from bpfs.remote import api as bpfs_api
 from tests.conftest import needs_fuse
 
 pytestmark = needs_fuse

@@ -8,9 +8,9 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpfs.blockcache import ExtentCache
 from bpfs.errors import RemoteError
-from bpfs.prefetch import PrefetchConfig, Prefetcher
+from bpfs.reading.extents import ExtentCache
+from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
 from bpfs.stats import Stats
 
 KiB, MiB = 1 << 10, 1 << 20

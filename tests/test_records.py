@@ -1,4 +1,4 @@
-from bpfs.records import Analysis, Genome, Sample, fk_id, parse_time, split_s3_uri
+from bpfs.remote.records import Analysis, Genome, Sample, fk_id, parse_time, split_s3_uri
 
 
 def test_fk_id_reads_both_dialects():

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bpfs import tags
-from bpfs.names import safe_name, split_ext, unique_names, with_id
+from bpfs.tree import tags
+from bpfs.tree.names import safe_name, split_ext, unique_names, with_id
 
 
 def files(*tag_sets):

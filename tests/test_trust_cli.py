@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfs.mounting import find_mount, mounted_fuse
+from bpfs.mounting.mountpoints import find_mount, mounted_fuse
 from tests.conftest import FUSE_OK, needs_fuse, unmount_hard, wait_mounted
 from tests.test_cli import one_line_error, run
 

@@ -1,4 +1,5 @@
-"""Putting the pieces together, and the mount point's lifecycle (checks, recovery, unmount)."""
+"""Mount points: the one parser of /proc/self/mountinfo, checks before mounting, recovery of a dead
+mount, unmounting (naming what keeps a mount busy), and the kernel readahead of a mount."""
 
 from __future__ import annotations
 
@@ -8,24 +9,11 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from bpfs.api import ApiClient
-from bpfs.catalog import Catalog, CatalogConfig
-from bpfs.config import Config
 from bpfs.errors import BpfsError, ConfigError
-from bpfs.filesystem import Filesystem
-from bpfs.journal import UploadJournal, account_key
-from bpfs.journal import default_directory as journal_directory
-from bpfs.namespace import Namespace
-from bpfs.options import MountOptions
-from bpfs.prefetch import PrefetchConfig, Prefetcher
-from bpfs.processes import Processes, open_files
-from bpfs.s3 import ObjectClient
-from bpfs.stats import Stats
+from bpfs.processes import open_files
 
 log = logging.getLogger("bpfs")
 
@@ -169,63 +157,3 @@ def check_fuse() -> None:
                           "owns /dev/fuse, often 'fuse', and log in again)")
     if os.getuid() != 0:
         fusermount()  # a normal user mounts through the setuid helper
-
-
-def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
-    """Check the credentials (401 → a clear error) and complete a v3 `cli` config from the server."""
-    api = ApiClient(config, stats)
-    api.whoami()
-    if config.fetch_storage:
-        config = config.with_storage(api.storage_configuration())
-        api.config = config
-    return api, config
-
-
-def build_filesystem(config: Config, options: MountOptions, stats: Stats | None = None,
-                     mountpoint: str | None = None) -> Filesystem:
-    """The assembly: each mount option becomes its component's setting here, once."""
-    stats = stats or Stats()
-    api, config = connect(config, stats)
-    objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
-                           read_timeout=options.s3_timeout)
-    catalog = Catalog(api, stats, CatalogConfig(list_ttl=options.list_ttl, running_ttl=options.running_ttl))
-    namespace = Namespace(catalog, objects, stats, retry_broken=max(options.list_ttl, 10.0))
-    readers = Prefetcher(objects, stats, PrefetchConfig(
-        part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
-        max_in_flight=max(2, options.readers) * (options.part_mb << 20),
-        wait_timeout=objects.read_bound + 10))
-    writer = None
-    if not options.ro:
-        from bpfs.writer import SampleWriter  # noqa: I001 - the sample writer (samples/new/), unless -o ro
-
-        journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
-        writer = SampleWriter(api, objects, catalog, namespace, stats, options, journal, Processes(mountpoint))
-        try:
-            writer.records.defaults()  # genome= and default_workflow= must exist on the server
-        except BpfsError as exc:
-            raise ConfigError(str(exc)) from None
-        threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
-    return Filesystem(namespace, readers, stats, options, writer=writer)
-
-
-def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Callable[[], None],
-          debug: bool = False) -> None:
-    from bpfs import fuseops  # libfuse is loaded only when something is mounted
-
-    real_mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards this would ask the daemon
-    fs = build_filesystem(replace(config), options, mountpoint=real_mountpoint)
-
-    def ready() -> None:
-        raise_readahead(real_mountpoint, options.read_ahead_kb)
-        on_ready()
-
-    log.info("mounting %s (%s API at %s) on %s", config.username, config.dialect, config.base_url, mountpoint)
-    try:
-        fuseops.mount(fs, mountpoint, on_ready=ready, debug=debug)
-    finally:
-        if fs.writer is not None:
-            fs.writer.shutdown()  # uploads still open are aborted and marked failed, never left half-done
-        fs.readers.close()
-        fs.namespace.close()
-        fs.namespace.catalog.close()
-        log.info("unmounted %s", mountpoint)

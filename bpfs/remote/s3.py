@@ -24,8 +24,8 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 from cachetools import LRUCache
 
-from bpfs.config import Config
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
+from bpfs.remote.config import Config
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.s3")

@@ -14,16 +14,19 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy would take libfus
 import mfusepy as fuse  # noqa: E402
 
 from bpfs.errors import BpfsError  # noqa: E402
-from bpfs.filesystem import Filesystem, OpenFile  # noqa: E402
+from bpfs.filesystem import Filesystem  # noqa: E402
 
 log = logging.getLogger("bpfs.fuse")
 FUSE_MAJOR = fuse.fuse_version_major
+# answers that are routine, not failures: a name that does not exist, an attribute a file lacks (ls and
+# cp ask every file for security.* and system.posix_acl_* attributes)
+QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
 
 
 def _errno(fs: Filesystem, op: str, path: str, exc: Exception) -> fuse.FuseOSError:
     if isinstance(exc, BpfsError):
         code = exc.errno
-        if code != errno.ENOENT:
+        if code not in QUIET_ERRNOS:
             fs.stats.add("fuse_errors")
             fs.stats.error(path, str(exc), code)
             log.error("%s %s failed: %s (errno %s)", op, path, exc, errno.errorcode.get(code, code))
@@ -73,19 +76,13 @@ class Operations(fuse.Operations):
     @_mapped
     def open(self, path: str, fi) -> int:
         fh, handle = self.fs.open(path, fi.flags, fuse.fuse_get_context()[2])
-        fi.fh = fh
-        if isinstance(handle, OpenFile):
-            fi.keep_cache = int(handle.keep_cache)
-            fi.direct_io = int(handle.direct_io)
-        else:  # an upload or a control write
-            fi.direct_io = 1  # writes stream straight through: no page cache to keep coherent
+        fi.fh, fi.keep_cache, fi.direct_io = fh, int(handle.keep_cache), int(handle.direct_io)
         return 0
 
     @_mapped
     def create(self, path: str, mode: int, fi) -> int:
-        fh, _ = self.fs.create(path, mode, fi.flags, fuse.fuse_get_context()[2])
-        fi.fh = fh
-        fi.direct_io = 1
+        fh, handle = self.fs.create(path, mode, fi.flags, fuse.fuse_get_context()[2])
+        fi.fh, fi.keep_cache, fi.direct_io = fh, int(handle.keep_cache), int(handle.direct_io)
         return 0
 
     @_mapped
@@ -165,8 +162,20 @@ class Operations(fuse.Operations):
         return 0
 
     @_mapped
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        return self.fs.getxattr(path, name)
+
+    @_mapped
+    def listxattr(self, path: str) -> list[str]:
+        return self.fs.listxattr(path)
+
+    @_mapped
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         self.fs.refuse(path, "setxattr")
+
+    @_mapped
+    def removexattr(self, path: str, name: str) -> int:
+        self.fs.refuse(path, "removexattr")
 
     @_mapped
     def statfs(self, path: str) -> dict:

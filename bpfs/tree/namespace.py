@@ -10,62 +10,36 @@ listed and fails with EIO and its reason; every name listed reaches its entry.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import stat
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
-from bpfs import tags as tagexpr
-from bpfs.catalog import Catalog
-from bpfs.errors import BpfsError, NotFound, RemoteError
-from bpfs.names import safe_name, unique_in, unique_names
-from bpfs.records import Analysis, AnalysisFile, Sample
-from bpfs.s3 import ObjectClient
+from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
+from bpfs.nodes import BytesHandle, Entry, Handle, Subtree, directory, generated
+from bpfs.reading.reader import Reader, ReaderFactory
+from bpfs.remote.records import Analysis, AnalysisFile, Sample
+from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
+from bpfs.tree import tags as tagexpr
+from bpfs.tree.catalog import Catalog
+from bpfs.tree.names import safe_name, unique_in, unique_names
 
 log = logging.getLogger("bpfs.namespace")
 
-DIR_MODE = stat.S_IFDIR | 0o555
 INDEX_SUFFIXES = (".bai", ".csi", ".crai", ".tbi", ".fai")
-FILE_MODE = stat.S_IFREG | 0o444
 HEAD_WORKERS = 8  # parallel HEADs for sizes the API left out: an analysis of 200 such files lists in ~25 round trips
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What getattr, readdir and open need to know about one path."""
-
-    is_dir: bool
-    size: int = 0
-    mtime: float = 0.0
-    data: bytes | None = None  # generated content (index.tsv, .json)
-    bucket: str | None = None  # an S3 object: read by range
-    key: str | None = None
-    immutable: bool = False  # content never changes: the kernel may keep its page cache
-    dynamic: bool = False  # content made at open time (stats): size is not known in advance
-    writable: bool = False  # the drop box samples/new/
-    error: str | None = None  # listed but unreadable (its size is unknown, S3 lacks it): getattr/open fail EIO
-
-    @property
-    def mode(self) -> int:
-        if self.is_dir:
-            return DIR_MODE | (0o200 if self.writable else 0)
-        return FILE_MODE | (0o200 if self.writable else 0)
-
-
-def _dir(mtime: float, writable: bool = False) -> Entry:
-    return Entry(True, mtime=mtime, writable=writable)
-
-
-def _generated(data: bytes, mtime: float) -> Entry:
-    return Entry(False, size=len(data), mtime=mtime, data=data)
+_dir = directory
+_generated = generated
 
 
 def _pretty_json(record: dict) -> bytes:
@@ -101,24 +75,73 @@ class _Memo:
         return view
 
 
-class Namespace:
-    """The whole tree, built from the catalog's records. Thread-safe: FUSE calls it from many threads."""
+class ObjectHandle(Handle):
+    """An S3 object being read, through its read-ahead state."""
 
-    def __init__(self, catalog: Catalog, objects: ObjectClient, stats: Stats, head_workers: int = HEAD_WORKERS,
-                 retry_broken: float = 60.0) -> None:
-        self.catalog, self.objects, self.stats = catalog, objects, stats
+    def __init__(self, path: str, reader: Reader, immutable: bool) -> None:
+        super().__init__(path)
+        self.reader = reader
+        self.keep_cache = immutable  # finished analyses never change: the kernel may keep their pages
+
+    def read(self, size: int, offset: int) -> bytes:
+        return self.reader.read(offset, size)
+
+    def release(self) -> None:
+        self.reader.close()
+
+
+class Namespace(Subtree):
+    """The read-only tree of the account, built from the catalog's records. Thread-safe: FUSE calls it
+    from many threads. `rmdir samples/<id>` and `rmdir analyses/<id>` delete, under -o allow_delete,
+    through the `deleters` the drop boxes provide (they know what is in flight)."""
+
+    def __init__(self, catalog: Catalog, objects: ObjectClient, readers: ReaderFactory, stats: Stats,
+                 ro: bool = False, allow_delete: bool = False,
+                 deleters: dict[str, Callable[[int], None]] | None = None,
+                 head_workers: int = HEAD_WORKERS, retry_broken: float = 60.0) -> None:
+        super().__init__(ro)
+        self.catalog, self.objects, self.readers, self.stats = catalog, objects, readers, stats
+        self.allow_delete, self.deleters = allow_delete, deleters or {}
         self.user_id = catalog.api.user_id
         self.genome_date_field = catalog.api.dialect.genome_date_field
         self.memo = _Memo(retry_after=retry_broken)
         self.started = time.time()
-        self.drafts: Callable[[str], dict[str, Entry]] | None = None  # samples/new/ contents (sample writer)
-        self.control = ("stats", "refresh")  # .bpfs/: made at open time, so their sizes are not known ahead
         self.heads = ThreadPoolExecutor(head_workers, thread_name_prefix="bpfs-head")
 
     def close(self) -> None:
         self.heads.shutdown(wait=False, cancel_futures=True)
+        self.readers.close()
 
-    # -- public ----------------------------------------------------------------------------------
+    # -- the subtree interface ---------------------------------------------------------------------
+    def getattr(self, path: str) -> Entry:
+        return self.lookup(path)
+
+    def readdir(self, path: str) -> dict[str, Entry]:
+        return self.listdir(path)
+
+    def open(self, path: str, flags: int, caller: int | None) -> Handle:
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_CREAT):
+            raise self.refuse(path, "open for writing")
+        entry = self.lookup(path)
+        if entry.is_dir:
+            raise BpfsError(f"{path}: is a directory", errno.EISDIR)
+        if entry.error:
+            raise RemoteError(f"{path}: {entry.error}")
+        if entry.data is not None:
+            return BytesHandle(path, entry.data)
+        return ObjectHandle(path, self.readers.open(entry.bucket, entry.key or "", entry.size), entry.immutable)
+
+    def rmdir(self, path: str) -> None:
+        names = self._parts(path)
+        if self.ro or len(names) != 2 or names[0] not in self.deleters or canonical_id(names[1]) is None:
+            raise self.refuse(path, "rmdir")
+        if not self.allow_delete:
+            kind = "a sample" if names[0] == "samples" else "an analysis"
+            raise AccessDenied(f"{path}: deleting {kind} needs the mount option allow_delete")
+        self.lookup(path)  # ENOENT for what does not exist
+        self.deleters[names[0]](canonical_id(names[1]))
+
+    # -- paths -------------------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
         parts = self._parts(path)
         if not parts:
@@ -152,11 +175,8 @@ class Namespace:
         copy while a fresh one loads."""
         parts = self._parts(path)
         if not parts:
-            return self._root(hidden=for_lookup is not None)
+            return self._root()
         top, rest = parts[0], parts[1:]
-        if top == ".bpfs" and not rest:
-            return {name: Entry(False, mtime=time.time(), dynamic=True, writable=name == "refresh")
-                    for name in self.control}
         if top == "genomes" and not rest:
             return self._genomes_dir()
         if top == "workflows" and not rest:
@@ -164,12 +184,6 @@ class Namespace:
         if top == "samples":
             if not rest:
                 return self._listing_for(self._samples_dir, for_lookup)
-            if rest[0] == "new":
-                if self.drafts is None:
-                    if len(rest) == 1:
-                        return {}
-                    raise NotFound(f"{path}: no such directory")
-                return self.drafts("/".join(rest[1:]))
             if len(rest) == 1:
                 return self._sample_dir(rest[0], path)
         if top == "analyses":
@@ -191,11 +205,8 @@ class Namespace:
         return build(False)
 
     # -- directories -----------------------------------------------------------------------------
-    def _root(self, hidden: bool) -> dict[str, Entry]:
-        entries = {name: _dir(self.started) for name in ("genomes", "workflows", "samples", "analyses")}
-        if hidden:  # .bpfs resolves but is not listed
-            entries[".bpfs"] = _dir(self.started)
-        return entries
+    def _root(self) -> dict[str, Entry]:
+        return {name: _dir(self.started) for name in ("genomes", "workflows", "samples", "analyses")}
 
     @staticmethod
     def _newest(times: Iterable[float], default: float) -> float:
@@ -235,18 +246,12 @@ class Namespace:
         def build() -> dict[str, Entry]:
             mtime = self._newest((s.mtime for s in samples), self.started)
             rows = ((s.id, s.name, s.datatype, s.genome, s.created_text) for s in samples)
-            out = {
-                "index.tsv": _generated(_tsv(("id", "name", "datatype", "genome", "date_created"), rows), mtime),
-                "new": _dir(self.started, writable=True),
-            }
+            out = {"index.tsv": _generated(_tsv(("id", "name", "datatype", "genome", "date_created"), rows), mtime)}
             for s in samples:
                 out[str(s.id)] = _dir(s.mtime or mtime)
             return out
 
-        entries = self.memo.get("samples", samples, build)
-        if self.drafts is not None:
-            return entries
-        return {**entries, "new": _dir(self.started)}
+        return self.memo.get("samples", samples, build)
 
     def _find_sample(self, name: str, path: str) -> Sample:
         sample_id = canonical_id(name)

@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from bpfs.blockcache import Extent, ExtentCache, ObjectId
 from bpfs.errors import RemoteError
-from bpfs.s3 import ObjectClient
+from bpfs.reading.extents import Extent, ExtentCache, ObjectId
+from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.prefetch")

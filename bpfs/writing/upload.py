@@ -15,18 +15,24 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from bpfs.errors import BpfsError, RemoteError
-from bpfs.s3 import ObjectClient
+from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.upload")
 
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
-DEFAULT_PART = 8 << 20
 MAX_PARTS = 10_000  # S3's limit
-PER_FILE = 6  # parts of one file in flight: a single cp needs several connections to S3, as upload_file uses
 GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (files above 8 GiB)
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    part_size: int = 8 << 20  # mountpoint-s3's and the CRT's write part size: the smallest that fills a link
+    per_file: int = 6  # parts of one file in flight: a single cp needs several connections, as upload_file uses
+    max_parts: int = 8  # parts in flight across the mount: memory stays under (per file 1 + 8) x 8 MiB
 
 
 def return_freed_buffers() -> None:
@@ -45,13 +51,12 @@ def return_freed_buffers() -> None:
 class UploadPool:
     """The uploader threads shared by every file being written, and the mount-wide cap on parts in flight."""
 
-    def __init__(self, objects: ObjectClient, stats: Stats, part_size: int = DEFAULT_PART,
-                 max_parts: int = 8) -> None:
+    def __init__(self, objects: ObjectClient, stats: Stats, config: UploadConfig | None = None) -> None:
         self.objects, self.stats = objects, stats
-        self.part_size = max(MIN_PART, part_size)
-        self.max_parts = max_parts
-        self.slots = threading.BoundedSemaphore(max_parts)
-        self.executor = ThreadPoolExecutor(max_parts, thread_name_prefix="bpfs-upload")
+        self.config = config or UploadConfig()
+        self.part_size = max(MIN_PART, self.config.part_size)
+        self.slots = threading.BoundedSemaphore(self.config.max_parts)
+        self.executor = ThreadPoolExecutor(self.config.max_parts, thread_name_prefix="bpfs-upload")
         return_freed_buffers()
 
     def shutdown(self) -> None:
@@ -71,7 +76,7 @@ class ObjectStream:
         self._buffer = bytearray()
         self._parts: dict[int, str] = {}  # part number -> ETag
         self._futures: list[Future] = []
-        self._slots = threading.BoundedSemaphore(PER_FILE)
+        self._slots = threading.BoundedSemaphore(pool.config.per_file)
         self._error: BpfsError | None = None
         self._error_lock = threading.Lock()
 

@@ -22,11 +22,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from bpfs.config import Config
-from bpfs.dialects import Dialect, dialect_for
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
-from bpfs.records import Analysis, Genome, Sample, Workflow, fk_id
 from bpfs.redact import redact
+from bpfs.remote.config import Config
+from bpfs.remote.dialects import Dialect, dialect_for
+from bpfs.remote.records import Analysis, Genome, Sample, Workflow, fk_id
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.api")

@@ -14,12 +14,12 @@ import errno
 import json
 import logging
 import re
+from dataclasses import dataclass
 
-from bpfs.api import ApiClient
-from bpfs.catalog import Catalog
 from bpfs.errors import BpfsError, NotFound
-from bpfs.options import MountOptions
-from bpfs.records import Genome, fk_id
+from bpfs.remote.api import ApiClient
+from bpfs.remote.records import Genome, fk_id
+from bpfs.tree.catalog import Catalog
 
 log = logging.getLogger("bpfs.writer")  # the drop box's one log: its lines tell one story
 
@@ -56,6 +56,16 @@ def _invalid(message: str) -> BpfsError:
     return logged_error(message, errno.EINVAL)
 
 
+@dataclass(frozen=True)
+class SampleSettings:
+    """Defaults for every sample the drop box creates (the mount options genome=, datatype=, ...)."""
+
+    genome: str = ""  # a genome name on the server
+    datatype: str = "rna-seq"  # the official CLI's default
+    platform: str = ""
+    default_workflow: str = ""  # a workflow id
+
+
 class SampleRecords:
     """Sample and upload records: validation, request bodies, and the API calls.
 
@@ -63,8 +73,8 @@ class SampleRecords:
     not, so a sample shows up once its first file is complete.
     """
 
-    def __init__(self, api: ApiClient, catalog: Catalog, options: MountOptions) -> None:
-        self.api, self.catalog, self.options = api, catalog, options
+    def __init__(self, api: ApiClient, catalog: Catalog, settings: SampleSettings) -> None:
+        self.api, self.catalog, self.options = api, catalog, settings
         self.dialect = api.dialect
 
     # -- settings ----------------------------------------------------------------------------------

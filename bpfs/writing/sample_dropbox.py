@@ -24,6 +24,7 @@ the mount while a request is on the wire, except a draft's create_lock (that dra
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -32,17 +33,24 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bpfs.api import ApiClient
-from bpfs.catalog import Catalog
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
-from bpfs.journal import UploadJournal
-from bpfs.namespace import Entry, Namespace
-from bpfs.options import MountOptions
+from bpfs.nodes import Entry, Handle, Subtree, directory
 from bpfs.processes import Processes
-from bpfs.s3 import ObjectClient
-from bpfs.samples import META_NAME, SampleRecords, is_read2, logged_error, sample_name, upload_name
+from bpfs.remote.api import ApiClient
+from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
-from bpfs.upload import DEFAULT_PART, MIN_PART, ObjectStream, UploadPool
+from bpfs.tree.catalog import Catalog
+from bpfs.writing.journal import UploadJournal
+from bpfs.writing.samples import (
+    META_NAME,
+    SampleRecords,
+    SampleSettings,
+    is_read2,
+    logged_error,
+    sample_name,
+    upload_name,
+)
+from bpfs.writing.upload import ObjectStream, UploadConfig, UploadPool
 
 log = logging.getLogger("bpfs.writer")
 
@@ -126,50 +134,110 @@ class Draft:
         return out
 
 
-@dataclass
-class Handle:
-    """What Filesystem keeps for an open file below samples/new/."""
+class DataHandle(Handle):
+    """A data file being written: bytes stream to S3; the last close finishes the upload."""
 
-    draft: Draft
-    kind: str  # "data" (being written), "read" (an uploaded file), "meta" (sample.json)
-    file: DraftFile | None = None
-    buffer: bytearray | None = None  # sample.json being written
-    writable: bool = False
-    dirty: bool = False
-    result: BpfsError | None = None
-    settled: bool = False
+    direct_io = True  # writes stream straight through: no page cache to keep coherent
 
-    @property
-    def path(self) -> str:
-        return self.file.path if self.file is not None else self.draft.path(META_NAME)
+    def __init__(self, box: SampleDropBox, file: DraftFile) -> None:
+        super().__init__(file.path)
+        self.box, self.file = box, file
+
+    def write(self, data: bytes, offset: int) -> int:
+        return self.box.write_data(self.file, data, offset)
+
+    def read(self, size: int, offset: int) -> bytes:
+        raise BpfsError(f"{self.path}: a file being uploaded cannot be read", errno.EBADF)
+
+    def flush(self, caller: int | None) -> None:
+        self.box.close_data(self.file, caller)
+
+    def fsync(self) -> None:
+        self.box.sync_data(self.file)
+
+    def release(self) -> None:
+        self.box.release_data(self.file)
 
 
-class SampleWriter:
-    """What Filesystem calls for every path below `samples/new/` (those it `owns`)."""
+class UploadedHandle(Handle):
+    """An uploaded file, read back from S3."""
 
-    def __init__(self, api: ApiClient, objects: ObjectClient, catalog: Catalog, namespace: Namespace, stats: Stats,
-                 options: MountOptions, journal: UploadJournal, processes: Processes) -> None:
-        self.api, self.objects, self.stats, self.options = api, objects, stats, options
+    def __init__(self, box: SampleDropBox, file: DraftFile) -> None:
+        super().__init__(file.path)
+        self.box, self.file = box, file
+
+    def read(self, size: int, offset: int) -> bytes:
+        end = min(offset + size, self.file.size)
+        return self.box.objects.get_range(self.box.bucket, self.file.key, offset, end) if end > offset else b""
+
+
+class MetaHandle(Handle):
+    """sample.json: held in memory while written, applied (validated, sent) at close."""
+
+    direct_io = True
+
+    def __init__(self, box: SampleDropBox, draft: Draft, text: bytes, writable: bool) -> None:
+        super().__init__("/" + draft.path(META_NAME))
+        self.box, self.draft = box, draft
+        self.buffer = bytearray(text)
+        self.writable = writable
+        self.dirty = False
+        self.settled = False
+        self.result: BpfsError | None = None
+
+    def read(self, size: int, offset: int) -> bytes:
+        return bytes(self.buffer[offset:offset + size])
+
+    def write(self, data: bytes, offset: int) -> int:
+        if not self.writable:
+            return super().write(data, offset)
+        return self.box.write_meta(self, data, offset)
+
+    def flush(self, caller: int | None) -> None:
+        if self.result is not None:
+            raise self.result
+        if self.writable and self.dirty:
+            try:
+                self.box.apply_meta(self)
+            except BpfsError as exc:
+                self.result = exc
+                raise
+
+    def release(self) -> None:
+        if self.writable and not self.settled:
+            try:
+                self.box.apply_meta(self)
+            except BpfsError as exc:
+                log.error("%s: %s", self.path, exc)
+
+
+class SampleDropBox(Subtree):
+    """Every path below `samples/new/`."""
+
+    writable_hint = "samples/new/ takes sample directories and the files in them"
+
+    def __init__(self, api: ApiClient, objects: ObjectClient, catalog: Catalog, stats: Stats,
+                 settings: SampleSettings, journal: UploadJournal, processes: Processes,
+                 uploads: UploadConfig | None = None, ro: bool = False, owner: tuple[int, int] = (-1, -1)) -> None:
+        super().__init__(ro)
+        self.api, self.objects, self.stats = api, objects, stats
         self.journal, self.processes = journal, processes
-        self.records = SampleRecords(api, catalog, options)
-        part = options.part_mb << 20
-        self.pool = UploadPool(objects, stats, part_size=part if part >= MIN_PART else DEFAULT_PART)
+        self.owner = owner  # (uid, gid) the mount shows for every file
+        self.records = SampleRecords(api, catalog, settings)
+        self.pool = UploadPool(objects, stats, uploads)
         self.bucket = objects.default_bucket
         self._lock = threading.Lock()
         self._drafts: dict[str, Draft] = {}
-        namespace.drafts = self.list_drafts
+        self.started = time.time()
 
     # -- paths and lookups -------------------------------------------------------------------------
     @staticmethod
     def _split(path: str) -> list[str] | None:
+        """The parts below samples/new/ ([] for samples/new itself); None for any other path."""
         parts = [p for p in path.split("/") if p]
-        if len(parts) < 3 or parts[0] != "samples" or parts[1] != "new":
+        if len(parts) < 2 or parts[0] != "samples" or parts[1] != "new":
             return None
         return parts[2:]
-
-    def owns(self, path: str) -> bool:
-        parts = self._split(path)
-        return parts is not None and len(parts) <= 2
 
     def _lookup(self, name: str) -> Draft | None:
         with self._lock:
@@ -209,40 +277,50 @@ class SampleWriter:
             raise NotFound(f"{path}: no such file")
         return draft, found, False
 
-    def getattr(self, path: str) -> Entry | None:
+    def getattr(self, path: str) -> Entry:
         parts = self._split(path)
-        if not parts or len(parts) > 2:
-            return None
+        if parts == []:  # samples/new itself
+            return directory(self.started, writable=True)
+        if parts is None or len(parts) > 2:
+            raise NotFound(f"{path}: no such file or directory")
         draft = self._lookup(parts[0])
-        if draft is None:
-            return None
-        if len(parts) == 1:
+        found: Entry | None = None
+        if draft is not None and len(parts) == 1:
             if draft.is_dir:
-                return Entry(True, mtime=draft.mtime, writable=True)
-            found = draft.single_file()
-            return found.entry() if found is not None else None
-        return draft.listing().get(parts[1]) if draft.is_dir else None
+                return directory(draft.mtime, writable=True)
+            single = draft.single_file()
+            found = single.entry() if single is not None else None
+        elif draft is not None and draft.is_dir:
+            found = draft.listing().get(parts[1])
+        if found is None:
+            raise NotFound(f"{path}: no such file or directory")
+        return found
 
-    def list_drafts(self, rel: str) -> dict[str, Entry]:
-        """The namespace's hook: `samples/new/` itself ("") or one draft directory."""
-        if not rel:
+    def readdir(self, path: str) -> dict[str, Entry]:
+        parts = self._split(path)
+        if parts == []:
             with self._lock:
                 drafts = list(self._drafts.values())
             out: dict[str, Entry] = {}
             for draft in drafts:
-                entry = self.getattr(f"/samples/new/{draft.entry_name}")
-                if entry is not None:
-                    out[draft.entry_name] = entry
+                try:
+                    out[draft.entry_name] = self.getattr(f"/samples/new/{draft.entry_name}")
+                except NotFound:
+                    continue  # a single-file draft between its creation and its file
             return out
-        parts = rel.split("/")
-        if len(parts) == 1:
+        if parts is not None and len(parts) == 1:
             draft = self._lookup(parts[0])
             if draft is not None and draft.is_dir:
                 return draft.listing()
-        raise NotFound(f"samples/new/{rel}: no such directory")
+        raise NotFound(f"{path}: no such directory")
+
+    def _writing(self, path: str, what: str) -> None:
+        if self.ro:
+            raise self.refuse(path, what)
 
     # -- directories -------------------------------------------------------------------------------
     def mkdir(self, path: str) -> None:
+        self._writing(path, "mkdir")
         parts = self._split(path) or []
         if len(parts) != 1:
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
@@ -252,9 +330,10 @@ class SampleWriter:
             self._drafts[parts[0]] = Draft(parts[0], is_dir=True)
 
     def rmdir(self, path: str) -> None:
+        self._writing(path, "rmdir")
         parts = self._split(path) or []
         if len(parts) != 1:
-            raise NotFound(f"{path}: no such directory")
+            raise self.refuse(path, "rmdir") if not parts else NotFound(f"{path}: no such directory")
         draft = self._draft_dir(parts[0])
         with self._lock, draft.lock:
             if draft.active:
@@ -265,8 +344,11 @@ class SampleWriter:
                 del self._drafts[parts[0]]
 
     # -- files: create, open -----------------------------------------------------------------------
-    def create(self, path: str, mode: int, caller: int | None = None) -> Handle:
+    def create(self, path: str, mode: int, caller: int | None) -> Handle:
+        self._writing(path, "create")
         parts = self._split(path) or []
+        if not parts or len(parts) > 2:
+            raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
             if parts[1] == META_NAME:
@@ -286,18 +368,23 @@ class SampleWriter:
             self._forget_if_empty(draft)
             raise
 
-    def open(self, path: str, flags: int) -> Handle:
+    def open(self, path: str, flags: int, caller: int | None) -> Handle:
+        parts = self._split(path)
+        if not parts or (len(parts) == 1 and self._lookup(parts[0]) is not None and self._lookup(parts[0]).is_dir):
+            raise BpfsError(f"{path}: is a directory", errno.EISDIR)
         draft, found, is_meta = self._resolve(path)
         writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if writing:
+            self._writing(path, "open for writing")
         if is_meta:
             return self._open_meta(draft, truncate=bool(flags & os.O_TRUNC)) if writing else \
-                Handle(draft, "meta", buffer=bytearray(draft.meta_text or b""))
+                MetaHandle(self, draft, draft.meta_text or b"", writable=False)
         assert found is not None
         if found.state != "done":
             raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
         if writing:
             raise logged_error(f"{path}: already uploaded; files of a sample cannot be changed", errno.EPERM)
-        return Handle(draft, "read", file=found)
+        return UploadedHandle(self, found)
 
     def _create_file(self, draft: Draft, name: str, caller: int | None = None) -> Handle:
         """Register the file, create the sample if it is the first, and POST its upload record."""
@@ -334,63 +421,33 @@ class SampleWriter:
         f.state = "writing"
         log.info("uploading %s to s3://%s/%s (sample %d, upload %d, order %d%s)", path, self.bucket, f.key,
                  sample_id, f.upload_id, order, ", read 2" if paired else "")
-        return Handle(draft, "data", file=f, writable=True)
+        return DataHandle(self, f)
 
     # -- data --------------------------------------------------------------------------------------
-    def write(self, handle: Handle, data: bytes, offset: int) -> int:
-        if handle.kind == "meta" and handle.writable:
-            return self._write_meta(handle, data, offset)
-        if handle.kind != "data":
-            raise BpfsError(f"{handle.path}: not open for writing", errno.EBADF)
-        f = handle.file
+    def write_data(self, f: DraftFile, data: bytes, offset: int) -> int:
         with f.lock:
             if f.state != "writing":
-                raise BpfsError(f"{handle.path}: the upload was already finished by an earlier close()",
-                                errno.EBADF)
+                raise BpfsError(f"{f.path}: the upload was already finished", errno.EBADF)
             if offset != f.stream.size:
-                f.broken = logged_error(f"{handle.path}: write at offset {offset} while the file has "
+                f.broken = logged_error(f"{f.path}: write at offset {offset} while the file has "
                                         f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
                                         "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
             if f.broken is not None:
-                raise BpfsError(f"{handle.path}: an earlier write failed; the upload will fail at close",
+                raise BpfsError(f"{f.path}: an earlier write failed; the upload will fail at close",
                                 f.broken.errno)
             try:
                 f.stream.append(data)
             except BpfsError as exc:
-                f.broken = RemoteError(f"{handle.path}: upload failed: {exc}")
+                f.broken = RemoteError(f"{f.path}: upload failed: {exc}")
                 raise f.broken from None
             f.mtime = time.time()
         return len(data)
 
-    def read(self, handle: Handle, size: int, offset: int) -> bytes:
-        if handle.kind == "meta":
-            return bytes(handle.buffer[offset:offset + size])
-        if handle.kind != "read":
-            raise BpfsError(f"{handle.path}: a file being uploaded cannot be read", errno.EBADF)
-        f = handle.file
-        end = min(offset + size, f.size)
-        chunk = self.objects.get_range(self.bucket, f.key, offset, end) if end > offset else b""
-        self.stats.add("bytes_served", len(chunk))
-        return chunk
-
-    def flush(self, handle: Handle, caller: int | None = None) -> None:
+    def close_data(self, f: DraftFile, caller: int | None) -> None:
         """A close(). The last close of a data file finishes its upload, and reports the outcome to the
         closer (cp checks it); an earlier one (a child's, or a dup'ed descriptor's) finishes nothing.
         A last close by a process that is dying (Ctrl-C on cp, a crash) aborts: its file is incomplete."""
-        if handle.kind == "meta":
-            if handle.result is not None:
-                raise handle.result
-            if handle.writable and handle.dirty:
-                try:
-                    self._apply_meta(handle)
-                except BpfsError as exc:
-                    handle.result = exc
-                    raise
-            return
-        if handle.kind != "data":
-            return
-        f = handle.file
         with f.lock:
             if f.state != "writing":
                 if f.state == "failed" and f.error is not None:
@@ -412,11 +469,8 @@ class SampleWriter:
         # mountpoint-s3 decides; anything else waits for release
         return f.stream.size > 0 and self.processes.same_process(caller, f.opener)
 
-    def fsync(self, handle: Handle) -> None:
-        """Every full part is in S3 (or the failure is reported); nothing is finished."""
-        if handle.kind != "data":
-            return
-        f = handle.file
+    def sync_data(self, f: DraftFile) -> None:
+        """fsync(): every full part is in S3 (or the failure is reported); nothing is finished."""
         with f.lock:
             if f.state == "failed" and f.error is not None:
                 raise f.error
@@ -427,17 +481,7 @@ class SampleWriter:
                     f.broken = f.broken or RemoteError(f"{f.path}: upload failed: {exc}")
                     raise f.broken from None
 
-    def release(self, handle: Handle) -> None:
-        if handle.kind == "meta":
-            if handle.writable and not handle.settled:
-                try:
-                    self._apply_meta(handle)
-                except BpfsError as exc:
-                    log.error("%s: %s", handle.path, exc)
-            return
-        if handle.kind != "data":
-            return
-        f = handle.file
+    def release_data(self, f: DraftFile) -> None:
         with f.lock:
             if f.state == "writing":  # no close was seen as the last (two closed at once, or no /proc view)
                 try:
@@ -539,13 +583,13 @@ class SampleWriter:
                 del self._drafts[draft.entry_name]
 
     # -- sample.json -------------------------------------------------------------------------------
-    def _open_meta(self, draft: Draft, truncate: bool) -> Handle:
+    def _open_meta(self, draft: Draft, truncate: bool) -> MetaHandle:
         with draft.lock:
             start = b"" if truncate or draft.meta_text is None else draft.meta_text
             draft.meta_text = start
-        return Handle(draft, "meta", buffer=bytearray(start), writable=True)
+        return MetaHandle(self, draft, start, writable=True)
 
-    def _write_meta(self, handle: Handle, data: bytes, offset: int) -> int:
+    def write_meta(self, handle: MetaHandle, data: bytes, offset: int) -> int:
         if offset + len(data) > META_LIMIT:
             raise logged_error(f"{handle.path}: sample.json is limited to {META_LIMIT} bytes", errno.EFBIG)
         buffer = handle.buffer
@@ -557,7 +601,7 @@ class SampleWriter:
             handle.draft.meta_text = bytes(buffer)
         return len(data)
 
-    def _apply_meta(self, handle: Handle) -> None:
+    def apply_meta(self, handle: MetaHandle) -> None:
         """Validate sample.json; set the draft's settings, or update its sample if it exists already."""
         draft, text = handle.draft, bytes(handle.buffer)
         handle.settled, handle.dirty = True, False
@@ -578,6 +622,7 @@ class SampleWriter:
         """`rm` in the drop box. sample.json is forgotten; an uploaded file is deleted from the sample (its
         upload record and its object), the way back from a copy that broke off, while the sample has no
         analysis; a sample left with no file is deleted again, as after a failed upload."""
+        self._writing(path, "unlink")
         draft, found, is_meta = self._resolve(path)
         if is_meta:
             with draft.lock:
@@ -609,14 +654,32 @@ class SampleWriter:
     def utimens(self, path: str, mtime: float | None) -> None:
         """cp -p and rsync -a set the source's mtime: kept and shown, so a second `rsync -a` sees the file as
         up to date and skips it."""
+        self._writing(path, "utimens")
         parts = self._split(path) or []
+        if not parts:
+            return
         if len(parts) == 1 and (draft := self._lookup(parts[0])) is not None and draft.is_dir:
             return  # a sample directory: nothing to keep
         _draft, found, _is_meta = self._resolve(path)
         if found is not None and mtime is not None:
             found.kept_mtime = mtime
 
+    def chmod(self, path: str) -> None:
+        """rsync -a and mkstemp's fchmod: accepted, S3 keeps no modes."""
+        self._writing(path, "chmod")
+        self.getattr(path)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Accepted when it changes nothing (cp -a or rsync -a as root keep the owner they see)."""
+        self._writing(path, "chown")
+        self.getattr(path)
+        keep = (-1, 0xFFFFFFFF)
+        if uid not in (*keep, self.owner[0]) or gid not in (*keep, self.owner[1]):
+            raise BpfsError(f"{path}: chown refused: every file of the mount belongs to "
+                            f"{self.owner[0]}:{self.owner[1]}", errno.EPERM)
+
     def truncate(self, path: str, length: int) -> None:
+        self._writing(path, "truncate")
         draft, found, is_meta = self._resolve(path)
         if is_meta:
             with draft.lock:
@@ -629,7 +692,10 @@ class SampleWriter:
                            "bpfs accepts sequential writes only", errno.EPERM)
 
     def rename(self, old: str, new: str) -> None:
+        self._writing(old, "rename")
         po, pn = self._split(old) or [], self._split(new) or []
+        if not po or not pn:
+            raise self.refuse(old, "rename")
         if len(po) != len(pn) or (len(po) == 2 and po[0] != pn[0]):
             raise logged_error(f"{old} -> {new}: files can be renamed only within one sample directory",
                                errno.EPERM)
@@ -693,17 +759,24 @@ class SampleWriter:
                 draft.files[new_name] = f
 
     def delete_sample(self, sample_id: int) -> None:
-        """rmdir samples/<id> under -o allow_delete."""
+        """rmdir samples/<id> under -o allow_delete; refused while a file is being uploaded into it. Each
+        draft of that sample is held (its create_lock) so no upload can start into it meanwhile."""
         with self._lock:
             drafts = [d for d in self._drafts.values() if d.sample_id == sample_id]
-        if any(d.active for d in drafts):
-            raise BpfsError(f"samples/{sample_id}: files are being uploaded into it", errno.EBUSY)
-        self.records.delete_sample(sample_id)
-        log.info("deleted sample %d", sample_id)
+        with contextlib.ExitStack() as held:
+            for draft in drafts:
+                held.enter_context(draft.create_lock)
+            for draft in drafts:
+                with draft.lock:
+                    if draft.active:
+                        raise BpfsError(f"samples/{sample_id}: files are being uploaded into it", errno.EBUSY)
+            self.records.delete_sample(sample_id)
+            log.info("deleted sample %d", sample_id)
+            for draft in drafts:
+                with draft.lock:
+                    draft.sample_id, draft.next_order, draft.completed = None, 0, 0
+                    draft.files = {n: f for n, f in draft.files.items() if f.state != "done"}
         for draft in drafts:
-            with draft.lock:
-                draft.sample_id, draft.next_order, draft.completed = None, 0, 0
-                draft.files = {n: f for n, f in draft.files.items() if f.state != "done"}
             self._forget_if_empty(draft)
 
     def shutdown(self) -> None:

@@ -24,9 +24,9 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from bpfs.api import ApiClient
 from bpfs.errors import BpfsError, NotFound, RemoteError
-from bpfs.records import Analysis, Genome, Sample, Workflow
+from bpfs.remote.api import ApiClient
+from bpfs.remote.records import Analysis, Genome, Sample, Workflow
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.catalog")

@@ -1,0 +1,101 @@
+"""Putting the pieces together: each mount option becomes its component's setting here, once; then
+serve the filesystem through FUSE until it is unmounted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from bpfs.control import ControlFiles
+from bpfs.errors import BpfsError, ConfigError
+from bpfs.filesystem import Filesystem
+from bpfs.mounting.mountpoints import raise_readahead
+from bpfs.options import MountOptions
+from bpfs.processes import Processes
+from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
+from bpfs.remote.api import ApiClient
+from bpfs.remote.config import Config
+from bpfs.remote.s3 import ObjectClient
+from bpfs.stats import Stats
+from bpfs.tree.catalog import Catalog, CatalogConfig
+from bpfs.tree.namespace import Namespace
+from bpfs.writing.journal import UploadJournal, account_key
+from bpfs.writing.journal import default_directory as journal_directory
+from bpfs.writing.sample_dropbox import SampleDropBox
+from bpfs.writing.samples import SampleSettings
+from bpfs.writing.upload import UploadConfig
+
+log = logging.getLogger("bpfs")
+
+
+def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
+    """Check the credentials (401 → a clear error) and complete a v3 `cli` config from the server."""
+    api = ApiClient(config, stats)
+    api.whoami()
+    if config.fetch_storage:
+        config = config.with_storage(api.storage_configuration())
+        api.config = config
+    return api, config
+
+
+def build_filesystem(config: Config, options: MountOptions, stats: Stats | None = None,
+                     mountpoint: str | None = None, api: ApiClient | None = None,
+                     objects: ObjectClient | None = None) -> Filesystem:
+    """The assembly: each mount option becomes its component's setting here, once. `api` and `objects`
+    may be given (the in-process tests pass clients that need no network); otherwise they connect."""
+    stats = stats or Stats()
+    if api is None:
+        api, config = connect(config, stats)
+    if objects is None:
+        objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
+                               read_timeout=options.s3_timeout)
+    catalog = Catalog(api, stats, CatalogConfig(list_ttl=options.list_ttl, running_ttl=options.running_ttl))
+    readers = Prefetcher(objects, stats, PrefetchConfig(
+        part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
+        max_in_flight=max(2, options.readers) * (options.part_mb << 20),
+        wait_timeout=objects.read_bound + 10))
+    journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
+    samples_box = SampleDropBox(
+        api, objects, catalog, stats,
+        SampleSettings(genome=options.genome, datatype=options.datatype, platform=options.platform,
+                       default_workflow=options.default_workflow),
+        journal, Processes(mountpoint), UploadConfig(), ro=options.ro, owner=(options.uid, options.gid))
+    if not options.ro:
+        try:
+            samples_box.records.defaults()  # genome= and default_workflow= must exist on the server
+        except BpfsError as exc:
+            raise ConfigError(str(exc)) from None
+        threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
+    tree = Namespace(catalog, objects, readers, stats, ro=options.ro, allow_delete=options.allow_delete,
+                     deleters={"samples": samples_box.delete_sample}, retry_broken=max(options.list_ttl, 10.0))
+    control = ControlFiles(stats, tree.refresh, options.ro)
+
+    def close() -> None:
+        samples_box.shutdown()  # uploads still open are aborted and marked failed, never left half-done
+        tree.close()
+        catalog.close()
+        journal.close()
+
+    return Filesystem(tree, {"/samples/new": samples_box, "/.bpfs": control}, stats, options, on_close=close)
+
+
+def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Callable[[], None],
+          debug: bool = False) -> None:
+    from bpfs.mounting import fuseops  # libfuse is loaded only when something is mounted
+
+    real_mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards this would ask the daemon
+    fs = build_filesystem(replace(config), options, mountpoint=real_mountpoint)
+
+    def ready() -> None:
+        raise_readahead(real_mountpoint, options.read_ahead_kb)
+        on_ready()
+
+    log.info("mounting %s (%s API at %s) on %s", config.username, config.dialect, config.base_url, mountpoint)
+    try:
+        fuseops.mount(fs, mountpoint, on_ready=ready, debug=debug)
+    finally:
+        fs.close()
+        log.info("unmounted %s", mountpoint)

@@ -1,0 +1,1 @@
+"""The drop boxes that write to the account, and the upload machinery under them."""
