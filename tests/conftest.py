@@ -16,7 +16,19 @@ import pytest
 from bpfs.mounting.mountpoints import mounted_fuse
 
 FUSE_OK = os.path.exists("/dev/fuse") and (shutil.which("fusermount3") or shutil.which("fusermount"))
-needs_fuse = pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount (apt-get install fuse3)")
+needs_fuse = pytest.mark.fuse  # a test that mounts; skipped where FUSE is missing (see below)
+MOUNTING_FIXTURES = frozenset({"mount", "make_mount"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test that mounts is marked `fuse` (so `pytest -m "not fuse"` is the fast in-process loop), and
+    skipped where FUSE is missing (outside CI)."""
+    skip = pytest.mark.skip(reason="needs /dev/fuse and fusermount (apt-get install fuse3)")
+    for item in items:
+        if MOUNTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fuse)
+        if not FUSE_OK and item.get_closest_marker("fuse") is not None:
+            item.add_marker(skip)
 
 
 def pytest_configure(config) -> None:

@@ -17,6 +17,7 @@ from bpfs.mounting.mountpoints import mounted_fuse
 from tests.conftest import needs_fuse, unmount_hard, wait_mounted
 
 BPFS = [sys.executable, "-m", "bpfs"]
+pytestmark = pytest.mark.fuse  # the bpfs command: the front end that mounts
 
 
 def run(*args, timeout=120, **kwargs) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ from tests.conftest import FUSE_OK, needs_fuse, unmount_hard, wait_mounted
 from tests.test_cli import one_line_error, run
 
 ROOT = os.getuid() == 0
+pytestmark = pytest.mark.fuse  # the bpfs command: the front end that mounts
 
 
 def config_file(emulator, tmp_path: Path, change=None, name: str = "config.json") -> Path:

@@ -347,6 +347,38 @@ class ApiServer:
 
     # ------------------------------------------------------------------ dispatch
 
+    def respond(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any, dict[str, str], int | None]:
+        """One request as the network sees it: counted, faults applied, answered, transformed. Returns
+        (status, JSON-able payload or None, headers, drop_after). The HTTP handler and the tests'
+        in-process client (no socket) both go through here."""
+        parts = [p for p in path.split("/") if p]
+        resource = ""
+        if len(parts) >= 3 and parts[0] == "api":
+            resource = parts[2]
+            if len(parts) >= 4 and not parts[3].isdigit():
+                resource = f"{parts[2]}/{parts[3]}"
+        self._count(method, resource, path, query)
+        fault: Fault | None = self.faults.take(method, path, query) if self.faults is not None else None
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            detail = fault.code or f"Injected fault: HTTP {fault.status}."
+            return fault.status, {"errors": [{"detail": detail}]}, dict(fault.headers or {}), fault.drop_after
+        try:
+            status, payload, headers = self.handle("GET" if method == "HEAD" else method, path, query, body)
+        except HttpError as exc:
+            status, payload, headers = exc.status, {"errors": [{"detail": exc.detail}]}, {}
+        except RecordError as exc:
+            status, payload, headers = exc.status, {"errors": [{"detail": exc.detail}]}, {}
+        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not kill the connection
+            log.exception("emulator API error on %s %s", method, path)
+            status, payload, headers = 500, {"errors": [{"detail": f"Internal error: {exc}"}]}, {}
+        if self.transforms:
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            for transform in list(self.transforms):
+                payload = transform(method, path, params, status, payload)
+        return status, payload, headers, fault.drop_after if fault is not None else None
+
     def handle(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         """Answer one request: (status, JSON-able body or None, extra headers). Raises HttpError."""
         params: dict[str, str] = {}
@@ -627,37 +659,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(400, {"errors": [{"detail": "Unreadable request body."}]}, {}, method)
             return
-        parts = [p for p in path.split("/") if p]
-        resource = ""
-        if len(parts) >= 3 and parts[0] == "api":
-            resource = parts[2]
-            if len(parts) >= 4 and not parts[3].isdigit():
-                resource = f"{parts[2]}/{parts[3]}"
-        api._count(method, resource, path, query)
-
-        fault: Fault | None = api.faults.take(method, path, query) if api.faults is not None else None
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)
-        if fault is not None and fault.status is not None:
-            detail = fault.code or f"Injected fault: HTTP {fault.status}."
-            self._send(fault.status, {"errors": [{"detail": detail}]}, dict(fault.headers or {}), method,
-                       fault.drop_after)
-            return
-
-        try:
-            status, payload, headers = api.handle("GET" if method == "HEAD" else method, path, query, body)
-        except HttpError as exc:
-            status, payload, headers = exc.status, {"errors": [{"detail": exc.detail}]}, {}
-        except RecordError as exc:
-            status, payload, headers = exc.status, {"errors": [{"detail": exc.detail}]}, {}
-        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not kill the connection
-            log.exception("emulator API error on %s %s", method, path)
-            status, payload, headers = 500, {"errors": [{"detail": f"Internal error: {exc}"}]}, {}
-        if api.transforms:
-            params = dict(parse_qsl(query, keep_blank_values=True))
-            for transform in list(api.transforms):
-                payload = transform(method, path, params, status, payload)
-        self._send(status, payload, headers, method, fault.drop_after if fault is not None else None)
+        status, payload, headers, drop_after = api.respond(method, path, query, body)
+        self._send(status, payload, headers, method, drop_after)
 
     def _send(
         self, status: int, payload: Any, headers: dict[str, str], method: str, drop_after: int | None = None

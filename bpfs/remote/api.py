@@ -14,7 +14,8 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -41,6 +42,15 @@ MAX_BODY = 64 << 20  # one reply; a page of 100 analyses is ~200 KB, a detail wi
 MAX_LIST_OBJECTS = 100_000  # one collection; the largest accounts hold thousands, and 100k records is ~200 MB
 MAX_REDIRECTS = 3  # same-origin redirects (a trailing slash added by the server)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What bpfs keeps of an HTTP reply besides its body."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive in practice (requests' CaseInsensitiveDict)
+    is_redirect: bool = False
 
 
 class ApiClient:
@@ -79,42 +89,46 @@ class ApiClient:
         return self.config.base_url + resource.strip("/")
 
     def request(self, method: str, resource: str, params: dict | None = None, body: Any = None,
-                slash: bool = False) -> tuple[requests.Response, bytes]:
-        """One call: the response and its body (at most MAX_BODY bytes). Errors become BpfsErrors."""
+                slash: bool = False) -> tuple[Reply, bytes]:
+        """One call: the reply and its body (at most MAX_BODY bytes). Errors become BpfsErrors."""
         url = self.url(resource) + ("/" if slash else "")
         query = {**(params or {}), **self.auth}
         started = time.monotonic()
         for _hop in range(MAX_REDIRECTS + 1):
             self.stats.add("api_requests")
-            try:
-                response = self.session.request(method, url, params=query, json=body, stream=True,
-                                                allow_redirects=False,
-                                                timeout=(CONNECT_TIMEOUT, self.config.timeout))
-                with response:
-                    content = self._read_body(method, resource, response)
-            except requests.RequestException as exc:
-                self.stats.add("api_errors")
-                raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
-                                  f"{unreachable_reason(exc, self.config.timeout)}") from None
-            if not response.is_redirect:
+            reply, content = self.exchange(method, resource, url, query, body)
+            if not reply.is_redirect:
                 break
-            url = self._follow(method, resource, url, response)
+            url = self._follow(method, resource, url, reply)
         else:
             self.stats.add("api_errors")
             raise RemoteError(f"{method} {resource}: more than {MAX_REDIRECTS} redirects")
-        log.debug("%s %s -> %s in %.3fs", method, resource, response.status_code, time.monotonic() - started)
-        if response.status_code >= 400:
+        log.debug("%s %s -> %s in %.3fs", method, resource, reply.status_code, time.monotonic() - started)
+        if reply.status_code >= 400:
             self.stats.add("api_errors")
             detail = error_detail(content)
-            where = f"{method} {resource}: HTTP {response.status_code}{': ' + detail if detail else ''}"
-            if response.status_code == 401:
+            where = f"{method} {resource}: HTTP {reply.status_code}{': ' + detail if detail else ''}"
+            if reply.status_code == 401:
                 raise AccessDenied(f"credentials refused by {self.config.base_url} ({where})")
-            if response.status_code == 403:
+            if reply.status_code == 403:
                 raise AccessDenied(where)
-            if response.status_code == 404:
+            if reply.status_code == 404:
                 raise NotFound(where)
-            raise RemoteError(where, status=response.status_code)
-        return response, content
+            raise RemoteError(where, status=reply.status_code)
+        return reply, content
+
+    def exchange(self, method: str, resource: str, url: str, query: dict, body: Any) -> tuple[Reply, bytes]:
+        """The transport: one HTTP request, its reply and body. The only method a fake client replaces."""
+        try:
+            response = self.session.request(method, url, params=query, json=body, stream=True,
+                                            allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
+            with response:
+                content = self._read_body(method, resource, response)
+        except requests.RequestException as exc:
+            self.stats.add("api_errors")
+            raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
+                              f"{unreachable_reason(exc, self.config.timeout)}") from None
+        return Reply(response.status_code, response.headers, response.is_redirect), content
 
     def _read_body(self, method: str, resource: str, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")
@@ -130,7 +144,7 @@ class ApiClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _follow(self, method: str, resource: str, url: str, response: requests.Response) -> str:
+    def _follow(self, method: str, resource: str, url: str, response: Reply) -> str:
         """The next URL of a redirect on the same origin; a redirect anywhere else would carry the key there."""
         target = urljoin(url, response.headers.get("Location", ""))
         here, there = urlsplit(url), urlsplit(target)

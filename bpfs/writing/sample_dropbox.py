@@ -428,14 +428,14 @@ class SampleDropBox(Subtree):
         with f.lock:
             if f.state != "writing":
                 raise BpfsError(f"{f.path}: the upload was already finished", errno.EBADF)
+            if f.broken is not None:
+                raise BpfsError(f"{f.path}: an earlier write failed; the upload will fail at close",
+                                f.broken.errno)
             if offset != f.stream.size:
                 f.broken = logged_error(f"{f.path}: write at offset {offset} while the file has "
                                         f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
                                         "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
-            if f.broken is not None:
-                raise BpfsError(f"{f.path}: an earlier write failed; the upload will fail at close",
-                                f.broken.errno)
             try:
                 f.stream.append(data)
             except BpfsError as exc:
