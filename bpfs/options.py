@@ -1,4 +1,8 @@
-"""Mount options (`-o a,b=c`): parsed once, refused clearly when unknown."""
+"""Mount options (`-o a,b=c`): parsed once, refused clearly when unknown or out of bounds.
+
+Each number's default is its component's own default (one place per knob); the assembly
+(`bpfs.mounting.assembly`) turns the options into each component's config, once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,12 @@ import os
 from dataclasses import dataclass, fields
 
 from bpfs.errors import ConfigError
+from bpfs.reading.prefetch import PrefetchConfig
+from bpfs.remote.s3 import READ_TIMEOUT
+from bpfs.tree.catalog import CatalogConfig
+from bpfs.writing.samples import SampleSettings
+
+MiB = 1 << 20
 
 
 @dataclass
@@ -17,17 +27,18 @@ class MountOptions:
     uid: int = -1  # -1: the mounting user
     gid: int = -1
     umask: int = 0o022
-    list_ttl: float = 60.0  # seconds a listing (genomes, samples, analyses, ...) is reused
-    running_ttl: float = 10.0  # seconds the detail of a running analysis is reused
-    s3_timeout: float = 20.0  # seconds without data before an S3 request is retried
-    cache_mb: int = 128  # completed byte ranges kept in memory for re-reads, in MiB (shared by all files)
-    part_mb: int = 8  # size of one parallel range GET while streaming
-    read_ahead_kb: int = 1024  # kernel readahead of the mount (needs root; 0 keeps the kernel's 128)
-    readers: int = 8  # concurrent range GETs across the mount
-    genome: str = ""  # defaults for samples created through samples/new/
-    datatype: str = "rna-seq"
-    platform: str = ""
-    default_workflow: str = ""
+    list_ttl: float = CatalogConfig.list_ttl  # seconds a listing (genomes, samples, analyses, ...) is reused
+    running_ttl: float = CatalogConfig.running_ttl  # seconds the detail of a running analysis is reused
+    s3_timeout: float = READ_TIMEOUT  # seconds without data before an S3 request is retried
+    cache_mb: int = PrefetchConfig.cache_bytes // MiB  # byte ranges kept in memory for re-reads (all files)
+    part_mb: int = PrefetchConfig.part_size // MiB  # size of one parallel range GET while streaming
+    # kernel readahead of the mount (needs root; 0 keeps the kernel's 128): 1 MiB makes FUSE reads 1 MiB
+    read_ahead_kb: int = 1024
+    readers: int = PrefetchConfig.workers  # concurrent range GETs across the mount
+    genome: str = SampleSettings.genome  # defaults for samples created through samples/new/
+    datatype: str = SampleSettings.datatype
+    platform: str = SampleSettings.platform
+    default_workflow: str = SampleSettings.default_workflow
     fsname: str = "bpfs"
 
     def __post_init__(self) -> None:

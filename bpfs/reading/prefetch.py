@@ -46,7 +46,9 @@ class PrefetchConfig:
     max_window: int = 64 * MiB  # how far ahead a single stream may run
     back_tolerance: int = MiB  # a read this far behind the previous one is still "sequential"
     max_in_flight: int = 128 * MiB  # prefetched bytes in flight across all streams: backpressure
-    cache_bytes: int = 256 * MiB  # completed extents kept for re-reads
+    # completed extents kept for re-reads: a few streams' windows plus many small index lookups, while the
+    # daemon stays well under 200 MB streaming a large file
+    cache_bytes: int = 128 * MiB
     workers: int = 8  # concurrent prefetch GETs across the mount
     wait_timeout: float = 85.0  # a read never waits longer than this for bytes in flight (S3's bound + 10 s)
     # A range whose fetch failed slowly (S3 stalled) fails again at once for this long: the kernel retries
