@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,13 +24,18 @@ class MemoryObjects:
         self.objects = objects
         self.requests = 0
         self.bytes = 0
+        self.furthest = 0  # the highest byte asked for so far: how far ahead of a reader fetches ran
         self.fail_next = 0
+        self.delay = 0.0
         self.lock = threading.Lock()
 
     def get_range(self, bucket, key, start, end):
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             self.requests += 1
             self.bytes += end - start
+            self.furthest = max(self.furthest, end)
             if self.fail_next:
                 self.fail_next -= 1
                 raise RemoteError("injected")
@@ -104,15 +110,40 @@ def test_random_reads_fetch_about_what_they_read():
 
 
 def test_streaming_prefetches_ahead_and_is_bounded_in_memory():
+    """A stream gets whole parts fetched ahead of it, and parts it has read are dropped at once: with a cache
+    far larger than the window, memory still stays at about the window (without the dropping it would hold
+    the whole object)."""
     big = random.Random(3).randbytes(8 * MiB)
-    client, p = make({"k": big})
+    client, p = make({"k": big}, cache_bytes=64 * MiB)
     try:
         r = p.open("b", "k", len(big))
+        ahead = 0
         for offset in range(0, len(big), 32 * KiB):
             assert r.read(offset, 32 * KiB) == big[offset:offset + 32 * KiB]
-            assert p.cache.bytes <= 1 * MiB + 512 * KiB  # the cache budget plus what is in flight
+            ahead = max(ahead, client.furthest - (offset + 32 * KiB))
+            # the window ahead (256 KiB, up to 512 KiB in flight) and what the kernel may still re-read behind
+            assert p.cache.bytes <= 3 * MiB // 2
+        assert ahead >= 64 * KiB  # read-ahead ran at least a part ahead of the reader
         assert client.bytes <= len(big) * 1.2  # nothing fetched twice (much)
-        assert client.requests < len(big) // (32 * KiB)  # fewer, larger requests than reads
+        assert client.requests <= len(big) // (64 * KiB) * 1.2  # part-sized requests, not one per read
+    finally:
+        p.close()
+
+
+def test_closing_a_reader_drops_its_queued_prefetches():
+    big = random.Random(5).randbytes(4 * MiB)
+    client, p = make({"k": big}, workers=1, max_in_flight=2 * MiB, max_window=2 * MiB)
+    client.delay = 0.05  # one slow worker: most prefetches wait in the queue
+    try:
+        r = p.open("b", "k", len(big))
+        for offset in range(0, 512 * KiB, 32 * KiB):
+            r.read(offset, 32 * KiB)
+        queued = len(r.queued)
+        assert queued >= 3
+        r.close()
+        time.sleep(0.5)
+        assert client.bytes < 512 * KiB + 2 * MiB - 2 * 64 * KiB  # the queued ones were never fetched
+        assert all(f.done() for f, _ in r.queued) and not r.queued
     finally:
         p.close()
 
@@ -140,6 +171,7 @@ def test_concurrent_readers_of_one_object_share_and_agree():
             t.start()
         for t in threads:
             t.join(60)
+            assert not t.is_alive(), "a reader is stuck"
         assert not errors
     finally:
         p.close()

@@ -91,13 +91,14 @@ class ExtentCache:
             self._remove(extent)
 
     def drop_consumed(self, obj: ObjectId, before: int) -> None:
-        """Forget prefetched extents a stream has read past: streaming 1 GiB must not fill the cache."""
+        """Forget the extents a stream has read past, prefetched or fetched on demand when the prefetch fell
+        behind: streaming 1 GiB must not fill the cache (the kernel keeps what it may re-read)."""
         with self.lock:
             for start in list(self._starts.get(obj, ())):
                 if start >= before:
                     break
                 extent = self._extents[obj][start]
-                if extent.prefetched and extent.end <= before and extent.future.done():
+                if extent.end <= before and extent.future.done():
                     self._remove(extent)
 
     def _touch(self, extent: Extent) -> None:

@@ -178,7 +178,7 @@ class PrefetchReader:
             lo, hi = max(offset, extent.start), min(end, extent.end)
             if lo < hi:
                 chunks.append(data[lo - extent.start:hi - extent.start])
-        if self.run >= config.stream_threshold and offset > config.back_tolerance:
+        if (self.from_start or self.run >= config.stream_threshold) and offset > config.back_tolerance:
             self.p.cache.drop_consumed(self.obj, offset - self._back_tolerance(end - offset))
         return b"".join(chunks)
 
