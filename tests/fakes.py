@@ -123,6 +123,8 @@ class FakeBoto:
         self.failures = _Failures()
         self.calls = self.failures.calls
         self.multipart: dict[str, tuple[str, str, dict[int, bytes]]] = {}
+        self.ranges: list[tuple[str, int, int]] = []  # (key, start, end) of every range GET
+        self.put_arguments: list[dict] = []  # the extra arguments of every object written (SSE...)
         self.meta = type("Meta", (), {"endpoint_url": "http://in-process.invalid"})()
         self._lock = threading.Lock()
 
@@ -155,6 +157,8 @@ class FakeBoto:
         data = self.store.get_bytes(Bucket, Key)
         if Range:
             start, _, end = Range.removeprefix("bytes=").partition("-")
+            with self._lock:
+                self.ranges.append((Key, int(start), int(end) + 1 if end else len(data)))
             data = data[int(start):int(end) + 1 if end else None]
         return {"Body": _Body(data), "ContentLength": len(data)}
 
@@ -162,13 +166,15 @@ class FakeBoto:
         self._check("head_object", Key)
         return {"ContentLength": self._info("HeadObject", Bucket, Key).size}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict:  # noqa: N803
         self._check("put_object", Key)
+        self.put_arguments.append(extra)
         self.store.put(Bucket, Key, bytes(Body))
         return {"ETag": hashlib.md5(bytes(Body)).hexdigest()}
 
-    def create_multipart_upload(self, Bucket: str, Key: str, **_: Any) -> dict:  # noqa: N803
+    def create_multipart_upload(self, Bucket: str, Key: str, **extra: Any) -> dict:  # noqa: N803
         self._check("create_multipart_upload", Key)
+        self.put_arguments.append(extra)
         upload_id = uuid.uuid4().hex
         with self._lock:
             self.multipart[upload_id] = (Bucket, Key, {})

@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,22 +128,37 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
     raise BpfsError(f"cannot unmount {path}: {reason}")
 
 
-def raise_readahead(mountpoint: str, kb: int) -> None:
+def raise_readahead(mountpoint: str, kb: int, settle: float = 5.0) -> None:
     """Let the kernel read ahead `kb` KiB (1 MiB FUSE reads instead of 128 KiB): root only, best effort.
 
-    FUSE can only lower a mount's readahead from its init reply; raising it takes the bdi's sysfs
-    knob. The device comes from mountinfo, so the daemon never touches its own mount.
+    FUSE can only lower a mount's readahead, and the kernel applies the INIT reply *after* our init
+    callback returns, taking the smaller of the two: a value written from init is undone at once. So
+    this runs in the background, writes the bdi's sysfs knob, and writes it again until it holds. The
+    device comes from mountinfo, so the daemon never touches its own mount.
     """
     if kb <= 0:
         return
-    entry = find_mount(mountpoint)  # already real: resolving it here would stat the mount from inside its daemon
-    if entry is None:
-        return
-    try:
-        Path("/sys/class/bdi", entry.device, "read_ahead_kb").write_text(str(kb))
-        log.info("read_ahead_kb of %s set to %d", mountpoint, kb)
-    except OSError as exc:
-        log.info("kept the kernel's readahead for %s (%s)", mountpoint, exc.strerror or exc)
+
+    def apply() -> None:
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            entry = find_mount(mountpoint)  # already real: resolving it here would enter the mount
+            if entry is not None:
+                knob = Path("/sys/class/bdi", entry.device, "read_ahead_kb")
+                try:
+                    if knob.read_text().strip() == str(kb):
+                        time.sleep(0.2)  # held once; make sure the INIT reply has not come in between
+                        if knob.read_text().strip() == str(kb):
+                            log.info("read_ahead_kb of %s set to %d", mountpoint, kb)
+                            return
+                    knob.write_text(str(kb))
+                except OSError as exc:
+                    log.info("kept the kernel's readahead for %s (%s)", mountpoint, exc.strerror or exc)
+                    return
+            time.sleep(0.05)
+        log.info("kept the kernel's readahead for %s (it did not hold)", mountpoint)
+
+    threading.Thread(target=apply, name="bpfs-readahead", daemon=True).start()
 
 
 def check_fuse() -> None:
