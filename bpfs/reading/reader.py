@@ -1,6 +1,6 @@
 """The interfaces between open files and whatever fetches their bytes.
 
-`Filesystem` asks a `ReaderFactory` for a `Reader` per open S3 object and only ever calls
+The tree asks a `ReaderFactory` for a `Reader` per open S3 object and only ever calls
 `read(offset, size)` and `close()`; `bpfs.prefetch.Prefetcher` is the implementation.
 """
 
