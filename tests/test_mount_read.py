@@ -3,43 +3,17 @@ mmap, concurrency, request costs, dialects and mount options. The tree's own rul
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-import requests
 
 from tests.conftest import needs_fuse
+from tests.helpers import SEED_GENOMES, api, md5, s3_bytes
 
 pytestmark = needs_fuse
-
-SEED_GENOMES = ["hg19", "mm10", "mm9", "danRer10", "tair10", "dm6", "danRer7", "sacCer3", "SL2.40", "Xla.v91",
-                "xenTro7", "taeGut2", "Streptococcus_sanguinis", "CENPK113-7D-RP", "rn6", "susScr11", "ce11",
-                "Manis_javanica", "Ictalurus_punctatus", "mouse_GRCm38_M18", "Citrus_clementina.v1",
-                "Nematostella_vectensis", "Gallus_gallus"]
-
-
-def api(emulator, resource: str, **params) -> object:
-    params = {"username": emulator.username, "api_key": emulator.api_key, "limit": 0, **params}
-    response = requests.get(f"{emulator.api_url}api/v3/{resource}", params=params, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def s3_bytes(emulator, path: str) -> bytes:
-    if path.startswith("s3://"):
-        bucket, _, key = path[5:].partition("/")
-    else:
-        bucket, key = emulator.bucket, path
-    return emulator.store.get_bytes(bucket, key)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
 
 def test_cp_r_of_an_expression_is_download_analysis(mount, tmp_path):
     src = mount.path / "analyses" / "10000" / "rnaseq_metrics+json,fastqc+zip"
@@ -49,9 +23,12 @@ def test_cp_r_of_an_expression_is_download_analysis(mount, tmp_path):
     assert "rnaseq_metrics.json" in got
 
 
-def test_ls_l_costs_no_request_per_entry(mount):
+def test_ls_l_costs_no_request_per_entry(make_mount):
+    mount = make_mount(options=("list_ttl=3600",))  # no listing expires during the test
     d = mount.path / "analyses" / "10000" / "all" / "star"
     subprocess.run(["ls", "-lR", str(mount.path / "analyses" / "10000")], check=True, capture_output=True)
+    subprocess.run(["ls", "-l", str(mount.path / "analyses"), str(mount.path / "genomes")], check=True,
+                   capture_output=True)
     before = mount.stats()["api_requests"]
     for _ in range(3):
         subprocess.run(["ls", "-l", str(mount.path / "analyses"), str(mount.path / "genomes"), str(d)],

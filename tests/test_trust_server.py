@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.conftest import needs_fuse
-from tests.test_mount_write import MiB, make_file, unique
+from tests.helpers import MiB, make_file, unique
 
 pytestmark = needs_fuse
 

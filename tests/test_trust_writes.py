@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_fuse, unmount_hard
-from tests.test_mount_write import (
+from tests.helpers import (
     MiB,
     cp,
     make_file,

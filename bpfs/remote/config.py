@@ -42,11 +42,8 @@ class Config:
         user = _section(storage, "user", f"{where}: storage", optional=True)
         settings = _section(user, "settings", f"{where}: storage.user", optional=True)
         creds = _section(user, "credentials", f"{where}: storage.user", optional=True)
-        for section, keys, label in ((settings, ("bucket", "region", "endpoint_url"), "settings"),
-                                     (creds, ("id", "secret"), "credentials")):
-            for key in keys:
-                if section.get(key) is not None and not isinstance(section[key], str):
-                    raise ConfigError(f"{where}: storage.user.{label}.{key} must be a string")
+        _strings(settings, ("bucket", "region", "endpoint_url"), f"{where}: storage.user.settings")
+        _strings(creds, ("id", "secret"), f"{where}: storage.user.credentials")
         if creds.get("role"):
             creds = {}  # an IAM role: the ambient AWS credentials apply
         return replace(
@@ -144,11 +141,8 @@ def _parse_v1(data: dict, source: str) -> Config:
         base += "/"
     aws = _section(data, "aws", source, optional=True)
     s3 = _section(aws, "s3", f"{source}: aws", optional=True)
-    for section, keys, label in ((aws, ("aws_id", "aws_secret", "endpoint_url"), "aws"),
-                                 (s3, ("bucket", "region"), "aws.s3")):
-        for field_name in keys:
-            if section.get(field_name) is not None and not isinstance(section[field_name], str):
-                raise ConfigError(f"{source}: {label}.{field_name} must be a string")
+    _strings(aws, ("aws_id", "aws_secret", "endpoint_url"), f"{source}: aws")
+    _strings(s3, ("bucket", "region"), f"{source}: aws.s3")
     return Config(
         dialect="v1",
         base_url=base,
@@ -197,6 +191,13 @@ def _section(data: object, name: str, where: str, optional: bool = False) -> dic
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: '{name}' must be an object")
     return value
+
+
+def _strings(section: dict, keys: tuple[str, ...], where: str) -> None:
+    """Optional settings that, when present, must be text (a number where a bucket goes is a broken file)."""
+    for name in keys:
+        if section.get(name) is not None and not isinstance(section[name], str):
+            raise ConfigError(f"{where}.{name} must be a string")
 
 
 def _required(section: dict, keys: tuple[str, ...], where: str) -> list[str]:

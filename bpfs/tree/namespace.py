@@ -243,15 +243,17 @@ class Namespace(Subtree):
     def _samples_dir(self, stale_ok: bool = False) -> dict[str, Entry]:
         samples = self.catalog.samples(stale_ok=stale_ok)
 
-        def build() -> dict[str, Entry]:
-            mtime = self._newest((s.mtime for s in samples), self.started)
-            rows = ((s.id, s.name, s.datatype, s.genome, s.created_text) for s in samples)
-            out = {"index.tsv": _generated(_tsv(("id", "name", "datatype", "genome", "date_created"), rows), mtime)}
-            for s in samples:
-                out[str(s.id)] = _dir(s.mtime or mtime)
-            return out
+        return self.memo.get("samples", samples, lambda: self._index_dir(
+            samples, ("id", "name", "datatype", "genome", "date_created"),
+            lambda s: (s.id, s.name, s.datatype, s.genome, s.created_text)))
 
-        return self.memo.get("samples", samples, build)
+    def _index_dir(self, records: list, header: tuple[str, ...], row: Callable[[Any], tuple]) -> dict[str, Entry]:
+        """samples/ and analyses/: an index.tsv, and one directory per record, named by its id."""
+        mtime = self._newest((r.mtime for r in records), self.started)
+        out = {"index.tsv": _generated(_tsv(header, (row(r) for r in records)), mtime)}
+        for r in records:
+            out[str(r.id)] = _dir(r.mtime or mtime)
+        return out
 
     def _find_sample(self, name: str, path: str) -> Sample:
         sample_id = canonical_id(name)
@@ -265,11 +267,7 @@ class Namespace(Subtree):
         except NotFound:
             if listed is None:
                 raise NotFound(f"{path}: no such sample") from None
-        # listed, yet its detail is 404: deleted meanwhile, or a broken server; ask the listing again
-        self.catalog.samples_changed(sample_id)
-        if any(s.id == sample_id for s in self.catalog.samples()):
-            raise RemoteError(f"{path}: the API lists sample {sample_id} but answers 404 for its detail")
-        raise NotFound(f"{path}: no such sample")
+        raise self._missing_detail("sample", sample_id, path, self.catalog.samples_changed, self.catalog.samples)
 
     def _sample_dir(self, name: str, path: str) -> dict[str, Entry]:
         sample = self._find_sample(name, path)
@@ -282,17 +280,9 @@ class Namespace(Subtree):
     def _analyses_dir(self, stale_ok: bool = False) -> dict[str, Entry]:
         analyses = self.catalog.analyses(stale_ok=stale_ok)
 
-        def build() -> dict[str, Entry]:
-            mtime = self._newest((a.mtime for a in analyses), self.started)
-            rows = ((a.id, a.name, a.status, a.workflow or "", ",".join(map(str, a.samples)), a.created_text)
-                    for a in analyses)
-            header = ("id", "name", "status", "workflow", "samples", "date_created")
-            out = {"index.tsv": _generated(_tsv(header, rows), mtime)}
-            for a in analyses:
-                out[str(a.id)] = _dir(a.mtime or mtime)
-            return out
-
-        return self.memo.get("analyses", analyses, build)
+        return self.memo.get("analyses", analyses, lambda: self._index_dir(
+            analyses, ("id", "name", "status", "workflow", "samples", "date_created"),
+            lambda a: (a.id, a.name, a.status, a.workflow or "", ",".join(map(str, a.samples)), a.created_text)))
 
     def _analysis(self, name: str, path: str) -> Analysis:
         analysis_id = canonical_id(name)
@@ -303,11 +293,17 @@ class Namespace(Subtree):
         except NotFound:
             if not any(a.id == analysis_id for a in self.catalog.analyses(stale_ok=True)):
                 raise NotFound(f"{path}: no such analysis") from None
-        # listed, yet its detail is 404: deleted meanwhile, or a broken server; ask the listing again
-        self.catalog.analyses_changed()
-        if any(a.id == analysis_id for a in self.catalog.analyses()):
-            raise RemoteError(f"{path}: the API lists analysis {analysis_id} but answers 404 for its detail")
-        raise NotFound(f"{path}: no such analysis")
+        raise self._missing_detail("analysis", analysis_id, path, self.catalog.analyses_changed, self.catalog.analyses)
+
+    @staticmethod
+    def _missing_detail(kind: str, record_id: int, path: str, changed: Callable[[int], None],
+                        listing: Callable[[], list]) -> BpfsError:
+        """Listed, yet its detail is 404: deleted meanwhile (ENOENT), or a broken server (EIO). Ask the
+        listing again to tell which; never answer a listed directory with an empty one."""
+        changed(record_id)
+        if any(r.id == record_id for r in listing()):
+            return RemoteError(f"{path}: the API lists {kind} {record_id} but answers 404 for its detail")
+        return NotFound(f"{path}: no such {kind}")
 
     def _analysis_subdir(self, rest: list[str], path: str, for_lookup: str | None) -> dict[str, Entry]:
         analysis = self._analysis(rest[0], path)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bpfs.remote.records import parse_time
-from tests.behaviour.test_tree import api
+from tests.helpers import api
 
 
 def test_mtimes_come_from_the_api(fs):

@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 
 import pytest
-import requests
 
-SEED_GENOMES = ["hg19", "mm10", "mm9", "danRer10", "tair10", "dm6", "danRer7", "sacCer3", "SL2.40", "Xla.v91",
-                "xenTro7", "taeGut2", "Streptococcus_sanguinis", "CENPK113-7D-RP", "rn6", "susScr11", "ce11",
-                "Manis_javanica", "Ictalurus_punctatus", "mouse_GRCm38_M18", "Citrus_clementina.v1",
-                "Nematostella_vectensis", "Gallus_gallus"]
-
-
-def api(emulator, resource: str, **params) -> object:
-    params = {"username": emulator.username, "api_key": emulator.api_key, "limit": 0, **params}
-    response = requests.get(f"{emulator.api_url}api/v3/{resource}", params=params, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def s3_bytes(emulator, path: str) -> bytes:
-    if path.startswith("s3://"):
-        bucket, _, key = path[5:].partition("/")
-    else:
-        bucket, key = emulator.bucket, path
-    return emulator.store.get_bytes(bucket, key)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+from tests.helpers import SEED_GENOMES, api, md5, s3_bytes
 
 
 def walk(fs, top: str) -> list[str]:
