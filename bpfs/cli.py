@@ -172,6 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"  try:  ls {mountpoint}/analyses/10000\n"
                   f"        cat {mountpoint}/genomes/index.tsv\n"
                   f"        samtools view {mountpoint}/analyses/10000/bam/liver_rep1.bam chr1:10000-20000 | head\n"
+                  f"        echo '{{\"workflow\": 7, \"samples\": [10001]}}' > {mountpoint}/analyses/new/run.json\n"
+                  f"        cat {mountpoint}/analyses/new/run.json   # the new analysis, running\n"
                   f"  config: {config_path}; press Ctrl-C to unmount and stop", file=sys.stderr, flush=True)
 
         try:

@@ -23,6 +23,8 @@ COUNTERS = (
     "uploads_failed",
     "bytes_uploaded",
     "fuse_errors",
+    "analyses_started",  # through analyses/new/
+    "analyses_refused",
     "bad_records",  # records (or their files/uploads) skipped as malformed, each with a log line
     "bad_files",  # files listed but unreadable: their size could not be learned, or S3 lacks them
 )

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -159,6 +160,27 @@ def test_demo_mounts_and_ctrl_c_cleans_up(tmp_path):
     try:
         wait_mounted(mnt, proc, timeout=120)
         assert "liver_rep1.bam" in os.listdir(mnt / "analyses" / "10000" / "bam")
+        # the whole loop: upload a sample, start an analysis on it, read its results
+        (tmp_path / "demo_R1.fastq").write_bytes(b"@r1\nACGT\n+\nIIII\n" * 100)
+        script = textwrap.dedent(f"""
+            set -e
+            mkdir {mnt}/samples/new/demo_sample
+            cp {tmp_path}/demo_R1.fastq {mnt}/samples/new/demo_sample/
+            cat > {mnt}/analyses/new/liver-star.json <<'EOF'
+            {{"workflow": 7, "samples": ["demo_sample"],
+             "params": {{"node": {{"star": {{"outFilterMultimapNmax": "20"}}}}}}}}
+            EOF
+            cat {mnt}/analyses/new/liver-star.json
+        """)
+        started = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
+        new = json.loads(started.stdout)["id"]
+        assert str(new) in os.listdir(mnt / "analyses")
+        deadline = time.monotonic() + 60
+        while "counts" not in os.listdir(mnt / "analyses" / str(new) / "all") and time.monotonic() < deadline:
+            time.sleep(1)
+        counts = next((mnt / "analyses" / str(new) / "all" / "counts").iterdir())
+        assert counts.read_text().startswith("gene_id")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err

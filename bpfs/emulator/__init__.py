@@ -36,6 +36,7 @@ class Emulator:
         accept_aws_chunked: bool = True,
         api_port: int = 0,
         s3_port: int = 0,
+        analysis_pace: tuple[float, float] = (1.0, 4.0),
     ) -> None:
         self.data_dir: pathlib.Path | None = pathlib.Path(data_dir) if data_dir is not None else None
         self.extra_analyses = extra_analyses
@@ -45,6 +46,7 @@ class Emulator:
         self.accept_aws_chunked = accept_aws_chunked
         self.api_port = api_port
         self.s3_port = s3_port
+        self.analysis_pace = analysis_pace  # an analysis started through the API: seconds queued, then running
         self.faults_api = Faults()
         self.faults_s3 = Faults()
         self._temp_dir: pathlib.Path | None = None
@@ -79,7 +81,9 @@ class Emulator:
             )
             self.api = ApiServer(
                 self.state, self.s3.url, faults=self.faults_api, port=self.api_port, v1_bare_lists=self.v1_bare_lists
-            ).start()
+            )
+            self.api.analysis_pace = self.analysis_pace
+            self.api.start()
         except BaseException:
             self.stop()
             raise

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -495,6 +496,103 @@ class AccountState:
             del self.samples[sample_id]
             self._uploads_by_sample.pop(sample_id, None)
             self._analyses_by_sample.pop(sample_id, None)
+
+    # ------------------------------------------------------------------ analyses started through the API
+
+    def create_analysis(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Start an analysis from a neutral body (workflow, samples, controls already ids), or answer
+        {"warning": ...} and create nothing when the samples' genomes differ and the caller did not pass
+        ignore_validation_warning (the v3 CLI then asks the user and sends the request again)."""
+        for key in ("params", "meta"):
+            self._check_type(fields, key, (dict,))
+        self._check_type(fields, "instance", (str,))
+        self._check_type(fields, "projects", (list,))
+        samples, controls = fields.get("samples"), fields.get("controls") or []
+        if not isinstance(samples, list) or not samples:
+            raise BadRequest("samples: a non-empty list of samples is required.")
+        if not isinstance(controls, list):
+            raise BadRequest("controls: a list of samples is expected.")
+        with self.lock:
+            workflow = self._check_fk("workflows", fields.get("workflow"), "workflow")
+            if workflow is None:
+                raise BadRequest("workflow: this field is required.")
+            sample_ids = [self._check_fk("samples", s, "samples") for s in samples]
+            control_ids = [self._check_fk("samples", s, "controls") for s in controls]
+            genomes = {self.samples[s]["genome"] for s in sample_ids + control_ids} - {None}
+            if len(genomes) > 1 and fields.get("ignore_validation_warning") is not True:
+                names = sorted(self.genomes[g]["name"] for g in genomes if g in self.genomes)
+                return {"warning": f"The samples use different genomes ({', '.join(names)}); send "
+                                   "ignore_validation_warning to start the analysis anyway."}
+            params = copy.deepcopy(fields.get("params") or {})
+            info = params.setdefault("info", {}) if isinstance(params, dict) else {}
+            if genomes:
+                info.setdefault("genome_id", next(iter(genomes)))
+            if fields.get("instance"):
+                info["instance_type"] = fields["instance"]
+            now = utcnow()
+            names = ", ".join(self.samples[s]["name"] for s in sample_ids)
+            record = self.add_analysis(
+                name=f"{names} - {self.workflows[workflow]['name']}", status="queued", workflow=workflow,
+                samples=sample_ids, tags=list(self.workflows[workflow].get("tags") or []), params=params,
+                date_created=now, started_on=None, completed_on=None, last_updated=now, controls=control_ids)
+            record["plan"] = {"created": time.monotonic(), "done": []}
+        return record
+
+    def advance_analyses(self, queued_seconds: float, run_seconds: float) -> None:
+        """Move analyses started through the API along: queued, then running with files appearing, then
+        completed. Called before every request, so time alone drives them (no thread of its own)."""
+        now = time.monotonic()
+        with self.lock:
+            for record in self.analyses.values():
+                plan = record.get("plan")
+                if plan is None or record["status"] in ("completed", "error"):
+                    continue
+                age = now - plan["created"]
+                if age >= queued_seconds and record["status"] == "queued":
+                    record["status"], record["started_on"] = "running", utcnow()
+                    record["last_updated"] = record["started_on"]
+                outputs = self._outputs(record)
+                for index, (path, tags, data) in enumerate(outputs):
+                    if index in plan["done"] or age < queued_seconds + run_seconds * (index + 1) / (len(outputs) + 1):
+                        continue
+                    if self.store is not None:
+                        self.store.put(self.bucket, path, data)
+                    self.add_file(record["id"], path, tags, len(data), path.rsplit("/", 2)[-2], utcnow())
+                    plan["done"].append(index)
+                    record["last_updated"] = utcnow()
+                if age >= queued_seconds + run_seconds:
+                    record["status"], record["completed_on"] = "completed", utcnow()
+                    record["last_updated"] = record["completed_on"]
+
+    def _outputs(self, record: dict[str, Any]) -> list[tuple[str, list[str], bytes]]:
+        """What an analysis started through the API writes: per sample a QC report and gene counts, then a log."""
+        base = f"analyses/{self.user_id}/{record['id']}"
+        out = []
+        for sample_id in record["samples"]:
+            name = slugify(self.samples[sample_id]["name"]) if sample_id in self.samples else str(sample_id)
+            seed = _seed("api-analysis", record["id"], sample_id)
+            html, _zip = genomics.make_fastqc(seed, name)
+            out.append((f"{base}/fastqc/{name}_fastqc.html", ["fastqc", "html"], html))
+            out.append((f"{base}/counts/{name}.genes.txt", ["expression_count", "by_gene", "text"],
+                        genomics.make_gene_counts(seed, n_genes=200)))
+        out.append((f"{base}/logs/pipeline.log", ["log"], _log_text([f"analysis {record['id']} done"])))
+        return out
+
+    def delete_analysis(self, analysis_id: int) -> None:
+        """Remove the analysis, its file records and their objects."""
+        with self.lock:
+            record = self.analyses.get(analysis_id)
+            if record is None:
+                raise NotFound(f"Analysis with id {analysis_id} not found.")
+            for file_id in record["file_ids"]:
+                f = self.files.pop(file_id, None)
+                if f is not None and self.store is not None and not f["path"].startswith("s3://"):
+                    self.store.delete(self.bucket, f["path"])
+            for sample_id in record["samples"] + record["controls"]:
+                ids = self._analyses_by_sample.get(sample_id, [])
+                if analysis_id in ids:
+                    ids.remove(analysis_id)
+            del self.analyses[analysis_id]
 
     def create_upload(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Create an upload record (`sample` already resolved to an id). `order` defaults to the next one."""

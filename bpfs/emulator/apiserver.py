@@ -287,6 +287,9 @@ class ApiServer:
         self._stats_lock = threading.Lock()
         self._stats: Counter[str] = Counter()
         self.requests_log: list[tuple[str, str, str]] = []
+        # how an analysis started through the API moves: seconds queued, then seconds running while its
+        # files appear one by one; then it is completed
+        self.analysis_pace = (1.0, 4.0)
         # A hostile or broken server, for tests: each transform may rewrite a reply before it is sent,
         # `transform(method, path, params, status, payload) -> payload` (malformed records, broken paging).
         self.transforms: list = []
@@ -358,6 +361,7 @@ class ApiServer:
             if len(parts) >= 4 and not parts[3].isdigit():
                 resource = f"{parts[2]}/{parts[3]}"
         self._count(method, resource, path, query)
+        self.state.advance_analyses(*self.analysis_pace)
         fault: Fault | None = self.faults.take(method, path, query) if self.faults is not None else None
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
@@ -429,6 +433,8 @@ class ApiServer:
                 self.state.delete_sample(record_id)
             elif table == "uploads":
                 self.state.delete_upload(record_id)
+            elif table == "analyses":
+                self.state.delete_analysis(record_id)
             else:
                 raise HttpError(405, f"Method DELETE not allowed on {name}.")
             return 204, None, {}
@@ -532,20 +538,31 @@ class ApiServer:
                 fields["projects"] = []
         elif table == "uploads" and "sample" in fields:
             fields["sample"] = parse_fk(fields["sample"], "sample")
+        elif table == "analyses":
+            fields["workflow"] = parse_fk(fields.get("workflow"), "workflow")
+            for key in ("samples", "controls"):
+                if isinstance(fields.get(key), list):
+                    fields[key] = [parse_fk(v, key) for v in fields[key]]
         return fields
 
     def _location(self, dialect: str, name: str, record_id: int) -> str:
         return f"{self.url}api/{dialect}/{name}/{record_id}"
 
     def _create(self, renderer: Renderer, dialect: str, table: str, data: dict[str, Any] | None) -> Any:
-        if table not in ("samples", "uploads"):
+        if table not in ("samples", "uploads", "analyses"):
             raise HttpError(405, f"Creating {table} is not supported by the emulator.")
         fields = self._neutral(table, data or {})
         with self.state.lock:
-            rec = self.state.create_sample(fields) if table == "samples" else self.state.create_upload(fields)
+            if table == "analyses":
+                rec = self.state.create_analysis(fields)
+                if "warning" in rec:
+                    return 200, rec, {}  # nothing created: the client must confirm
+            elif table == "samples":
+                rec = self.state.create_sample(fields)
+            else:
+                rec = self.state.create_upload(fields)
             obj = renderer.render(table, rec, detail=True)
-        name = table
-        return 201, obj, {"Location": self._location(dialect, name, rec["id"])}
+        return 201, obj, {"Location": self._location(dialect, table, rec["id"])}
 
     def _update(self, renderer: Renderer, dialect: str, table: str, record_id: int, data: dict[str, Any] | None) -> Any:
         if table not in ("samples", "uploads"):

@@ -22,6 +22,8 @@ from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 from bpfs.tree.catalog import Catalog, CatalogConfig
 from bpfs.tree.namespace import Namespace
+from bpfs.writing.analyses import AnalysisRequests
+from bpfs.writing.analysis_dropbox import AnalysisDropBox
 from bpfs.writing.journal import UploadJournal, account_key
 from bpfs.writing.journal import default_directory as journal_directory
 from bpfs.writing.sample_dropbox import SampleDropBox
@@ -58,19 +60,22 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
         max_in_flight=max(2, options.readers) * (options.part_mb << 20),
         wait_timeout=objects.read_bound + 10))
     journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
+    processes = Processes(mountpoint)
     samples_box = SampleDropBox(
         api, objects, catalog, stats,
         SampleSettings(genome=options.genome, datatype=options.datatype, platform=options.platform,
                        default_workflow=options.default_workflow),
-        journal, Processes(mountpoint), UploadConfig(), ro=options.ro, owner=(options.uid, options.gid))
+        journal, processes, UploadConfig(), ro=options.ro, owner=(options.uid, options.gid))
     if not options.ro:
         try:
             samples_box.records.defaults()  # genome= and default_workflow= must exist on the server
         except BpfsError as exc:
             raise ConfigError(str(exc)) from None
         threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
+    analyses_box = AnalysisDropBox(AnalysisRequests(api, catalog), stats, processes, ro=options.ro)
     tree = Namespace(catalog, objects, readers, stats, ro=options.ro, allow_delete=options.allow_delete,
-                     deleters={"samples": samples_box.delete_sample}, retry_broken=max(options.list_ttl, 10.0))
+                     deleters={"samples": samples_box.delete_sample, "analyses": analyses_box.delete},
+                     retry_broken=max(options.list_ttl, 10.0))
     control = ControlFiles(stats, tree.refresh, options.ro)
 
     def close() -> None:
@@ -79,7 +84,8 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
         catalog.close()
         journal.close()
 
-    return Filesystem(tree, {"/samples/new": samples_box, "/.bpfs": control}, stats, options, on_close=close)
+    mounts = {"/samples/new": samples_box, "/analyses/new": analyses_box, "/.bpfs": control}
+    return Filesystem(tree, mounts, stats, options, on_close=close)
 
 
 def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Callable[[], None],

@@ -47,6 +47,18 @@ class Dialect:
     def upload_end_extra(self, key: str) -> dict[str, Any]:
         return {}
 
+    def analysis_body(self, workflow: int, samples: list[int], controls: list[int], params: dict,
+                      projects: list[int], instance: str | None, ignore_warning: bool) -> dict[str, Any]:
+        """POST analyses (§9)."""
+        body: dict[str, Any] = {"workflow": self.fk(self.workflows, workflow),
+                                "samples": [self.fk("samples", s) for s in samples],
+                                "controls": [self.fk("samples", c) for c in controls], "params": params}
+        if projects:
+            body.update(self.sample_projects(projects))
+        if ignore_warning:  # the v1 client has no such flag; a server that warns needs it in both dialects
+            body["ignore_validation_warning"] = True
+        return body
+
 
 class V1(Dialect):
     """FKs are path URIs (`/api/v1/workflows/7`), creates answer 201 + Location, genomes go by name."""
@@ -95,6 +107,15 @@ class V3(Dialect):
 
     def upload_end_extra(self, key: str) -> dict[str, Any]:
         return {"key": key}
+
+    def analysis_body(self, workflow: int, samples: list[int], controls: list[int], params: dict,
+                      projects: list[int], instance: str | None, ignore_warning: bool) -> dict[str, Any]:
+        body = super().analysis_body(workflow, samples, controls, params, projects, instance, ignore_warning)
+        body["ignore_validation_warning"] = ignore_warning
+        body["meta"] = {"source": "api"}
+        if instance:
+            body["instance"] = instance
+        return body
 
 
 def dialect_for(name: str, base_url: str) -> Dialect:

@@ -22,8 +22,8 @@ RUNNERS = ["in_process", pytest.param("fuse", marks=pytest.mark.fuse)]
 
 
 @contextlib.contextmanager
-def in_process(emulator, workdir: Path, options: tuple[str, ...] = ()) -> Iterator[InProcess]:
-    config = parse_config(emulator.config_v3(), environ={})
+def in_process(emulator, workdir: Path, options: tuple[str, ...] = (), dialect: str = "v3") -> Iterator[InProcess]:
+    config = parse_config(emulator.config_v1() if dialect == "v1" else emulator.config_v3(), environ={})
     stats = Stats()
     api = InProcessApi(config, emulator.api, stats)
     api.whoami()
@@ -44,14 +44,14 @@ def in_process(emulator, workdir: Path, options: tuple[str, ...] = ()) -> Iterat
 
 
 @contextlib.contextmanager
-def runner(kind: str, emulator, workdir: Path, options: tuple[str, ...] = ()) -> Iterator[Runner]:
+def runner(kind: str, emulator, workdir: Path, options: tuple[str, ...] = (), dialect: str = "v3") -> Iterator[Runner]:
     if kind == "in_process":
-        with in_process(emulator, workdir, options) as r:
+        with in_process(emulator, workdir, options, dialect) as r:
             yield r
         return
     if not FUSE_OK:
         pytest.skip("needs FUSE")
-    with Mount(emulator, workdir, "v3", options) as m:
+    with Mount(emulator, workdir, dialect, options) as m:
         yield Mounted(m)
 
 
@@ -67,9 +67,9 @@ def make_fs(request, emulator, tmp_path):
     """A runner with options of its own, stopped at the end of the test."""
     stack = contextlib.ExitStack()
 
-    def make(*options: str) -> Runner:
-        return stack.enter_context(runner(request.param, emulator, tmp_path / f"r{len(stack._exit_callbacks)}",
-                                          options))
+    def make(*options: str, dialect: str = "v3", emu=None) -> Runner:
+        return stack.enter_context(runner(request.param, emu or emulator, tmp_path / f"r{len(stack._exit_callbacks)}",
+                                          options, dialect))
 
     with stack:
         yield make
