@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine for bpfs: the FUSE 3 library and fusermount3,
-# samtools, tabix and rsync (the demo's and the tests' tools), a venv in .venv with bpfs.
+# samtools, tabix, rsync and getfattr (the demo's and the tests' tools), a venv in .venv with bpfs.
 # Run as root or as a user with sudo. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null; then
   need=""
-  for pkg in fuse3 libfuse3-3 samtools tabix rsync python3-venv; do
+  for pkg in fuse3 libfuse3-3 samtools tabix rsync attr python3-venv; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then

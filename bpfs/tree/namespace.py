@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 
@@ -35,6 +35,7 @@ from bpfs.tree.names import safe_name, unique_in, unique_names
 log = logging.getLogger("bpfs.namespace")
 
 INDEX_SUFFIXES = (".bai", ".csi", ".crai", ".tbi", ".fai")
+XATTR = "user.basepair."  # extended attributes: what a file is, without opening a JSON (dxfuse does the same)
 HEAD_WORKERS = 8  # parallel HEADs for sizes the API left out: an analysis of 200 such files lists in ~25 round trips
 
 
@@ -245,14 +246,16 @@ class Namespace(Subtree):
 
         return self.memo.get("samples", samples, lambda: self._index_dir(
             samples, ("id", "name", "datatype", "genome", "date_created"),
-            lambda s: (s.id, s.name, s.datatype, s.genome, s.created_text)))
+            lambda s: (s.id, s.name, s.datatype, s.genome, s.created_text),
+            lambda s: ((f"{XATTR}genome", s.genome), (f"{XATTR}datatype", s.datatype))))
 
-    def _index_dir(self, records: list, header: tuple[str, ...], row: Callable[[Any], tuple]) -> dict[str, Entry]:
+    def _index_dir(self, records: list, header: tuple[str, ...], row: Callable[[Any], tuple],
+                   attrs: Callable[[Any], tuple[tuple[str, str], ...]]) -> dict[str, Entry]:
         """samples/ and analyses/: an index.tsv, and one directory per record, named by its id."""
         mtime = self._newest((r.mtime for r in records), self.started)
         out = {"index.tsv": _generated(_tsv(header, (row(r) for r in records)), mtime)}
         for r in records:
-            out[str(r.id)] = _dir(r.mtime or mtime)
+            out[str(r.id)] = directory(r.mtime or mtime, xattrs=attrs(r))
         return out
 
     def _find_sample(self, name: str, path: str) -> Sample:
@@ -282,7 +285,8 @@ class Namespace(Subtree):
 
         return self.memo.get("analyses", analyses, lambda: self._index_dir(
             analyses, ("id", "name", "status", "workflow", "samples", "date_created"),
-            lambda a: (a.id, a.name, a.status, a.workflow or "", ",".join(map(str, a.samples)), a.created_text)))
+            lambda a: (a.id, a.name, a.status, a.workflow or "", ",".join(map(str, a.samples)), a.created_text),
+            lambda a: ((f"{XATTR}status", a.status), (f"{XATTR}workflow", str(a.workflow or "")))))
 
     def _analysis(self, name: str, path: str) -> Analysis:
         analysis_id = canonical_id(name)
@@ -347,25 +351,39 @@ class Namespace(Subtree):
             return [one(o) for o in objects]
         return list(self.heads.map(one, objects))
 
-    def file_entries(self, items: list[tuple[int, str | None, str, int | None, float, bool]],
-                     where: str) -> list[Entry]:
-        """Entries for (id, bucket, key, size or None, mtime, immutable): sizes the API left out come from
-        HEADs; a file whose size cannot be learned is listed but broken (EIO with the reason), never dropped
-        and never shown empty."""
-        unknown = [(bucket, key) for _, bucket, key, size, _, _ in items if size is None]
-        learned = iter(self.sizes(unknown))
+    def file_entries(self, files: list[FileSpec], where: str) -> list[Entry]:
+        """Entries for files: sizes the API left out come from HEADs; a file whose size cannot be learned is
+        listed but broken (EIO with the reason), never dropped and never shown empty."""
+        learned = iter(self.sizes([(f.bucket, f.key) for f in files if f.size is None]))
         out = []
-        for _ident, bucket, key, size, mtime, immutable in items:
+        for f in files:
+            size = f.size
             if size is None:
                 found = next(learned)
                 if isinstance(found, str):
                     self.stats.add("bad_files")
                     log.error("%s: %s", where, found)
-                    out.append(Entry(False, mtime=mtime, bucket=bucket, key=key, error=found))
+                    out.append(Entry(False, mtime=f.mtime, bucket=f.bucket, key=f.key, error=found, xattrs=f.xattrs))
                     continue
                 size = found
-            out.append(Entry(False, size=size, mtime=mtime, bucket=bucket, key=key, immutable=immutable))
+            out.append(Entry(False, size=size, mtime=f.mtime, bucket=f.bucket, key=f.key, immutable=f.immutable,
+                             xattrs=f.xattrs))
         return out
+
+
+class FileSpec(NamedTuple):
+    """A file of the account, as the tree needs it to make an Entry."""
+
+    bucket: str | None
+    key: str
+    size: int | None  # None: ask S3
+    mtime: float
+    immutable: bool
+    xattrs: tuple[tuple[str, str], ...]
+
+
+def s3_uri(bucket: str | None, key: str) -> str:
+    return f"s3://{bucket or ''}/{key}"
 
 
 class SampleView:
@@ -376,7 +394,9 @@ class SampleView:
         self.entries: dict[str, Entry] = {"sample.json": _generated(_pretty_json(sample.raw), sample.mtime)}
         names = unique_names(((u.key.rsplit("/", 1)[-1], u.id) for u in uploads), reserved=self.entries)
         files = namespace.file_entries(
-            [(u.id, u.bucket, u.key, u.filesize, u.mtime or sample.mtime, True) for u in uploads],
+            [FileSpec(u.bucket, u.key, u.filesize, u.mtime or sample.mtime, True,
+                      ((f"{XATTR}upload_id", str(u.id)), (f"{XATTR}sample_id", str(sample.id)),
+                       (f"{XATTR}s3_uri", s3_uri(u.bucket, u.key)))) for u in uploads],
             f"samples/{sample.id}")
         self.broken = sum(1 for e in files if e.error)
         self.entries.update(zip(names, files, strict=True))
@@ -391,7 +411,9 @@ class AnalysisView:
         listed = list(analysis.files or ())
         # a 0 size is the API's "unknown" too: never show 0 for content (a real empty file costs one HEAD)
         entries = namespace.file_entries(
-            [(f.id, f.bucket, f.key, f.filesize or None, f.mtime or analysis.mtime, analysis.finished)
+            [FileSpec(f.bucket, f.key, f.filesize or None, f.mtime or analysis.mtime, analysis.finished,
+                      ((f"{XATTR}file_id", str(f.id)), (f"{XATTR}tags", ",".join(sorted(f.tags))),
+                       (f"{XATTR}s3_uri", s3_uri(f.bucket, f.key)), (f"{XATTR}analysis_id", str(analysis.id))))
              for f in listed], f"analyses/{analysis.id}")
         self.files = list(zip(listed, entries, strict=True))
         self.broken = sum(1 for e in entries if e.error)
