@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bpfs import __version__
@@ -20,6 +22,7 @@ from bpfs.logs import QUIET, setup_logging
 from bpfs.mounting.assembly import serve
 from bpfs.mounting.daemon import Readiness, daemonize
 from bpfs.mounting.mountpoints import check_fuse, check_mountpoint, mounted_fuse, unmount
+from bpfs.mounting.service import render_status, systemd_unit
 from bpfs.options import parse_options
 from bpfs.redact import redact
 from bpfs.remote.config import find_config, load_config
@@ -55,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("mountpoint")
     refresh.add_argument("path", nargs="?", help="only below this path (e.g. analyses/10000); default: all")
 
+    status = sub.add_parser("status", help="what a mount is doing: requests, bytes, cache, uploads, errors",
+                            description="A readable view of MOUNTPOINT/.bpfs/stats.")
+    status.add_argument("mountpoint")
+    status.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C")
+
+    unit = sub.add_parser("systemd-unit", help="print a systemd user unit that keeps a mount up",
+                          description="Print a systemd user service for MOUNTPOINT (install it as README says).")
+    unit.add_argument("mountpoint")
+    unit.add_argument("-c", "--config", help="config file the unit mounts with")
+    unit.add_argument("-o", dest="options", action="append", metavar="OPTION[,OPTION...]")
+
     demo = sub.add_parser("demo", help="mount a local emulated account (no Basepair login needed)",
                           description="Start the bundled Basepair emulator and mount it; Ctrl-C stops both.")
     demo.add_argument("mountpoint", nargs="?", default="~/basepair-demo")
@@ -65,8 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = ("mount", "umount", "refresh", "status", "systemd-unit", "demo")
+
+
+def helper_form(argv: list[str]) -> list[str]:
+    """`bpfs SOURCE MOUNTPOINT -o OPTS`, as mount(8) calls a FUSE helper for an fstab line of type fuse.bpfs:
+    SOURCE is the config file (`bpfs` or `none`: the usual lookup)."""
+    positional = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "-o")]
+    if len(positional) != 2 or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return argv
+    source, mountpoint = positional
+    options = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"]
+    out = ["mount", mountpoint]
+    if source not in ("bpfs", "none"):
+        out += ["-c", source]
+    for group in options:
+        out += ["-o", group]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = helper_form(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -81,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_refresh(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "systemd-unit":
+            return cmd_systemd_unit(args)
     except BpfsError as exc:
         print(f"bpfs: {one_line(redact(str(exc)))}", file=sys.stderr)
         return 1
@@ -151,6 +190,36 @@ def cmd_refresh(args: argparse.Namespace) -> int:
                             f"run `bpfs mount {mountpoint}` again, which detaches the dead mount first, or "
                             f"`bpfs umount --lazy {mountpoint}`") from None
         raise BpfsError(f"{mountpoint} is not a bpfs mount ({exc.strerror})") from None
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(os.path.expanduser(args.mountpoint))
+    if not mounted_fuse(mountpoint):
+        raise BpfsError(f"{mountpoint} is not mounted")
+    previous: dict | None = None
+    while True:
+        try:
+            snapshot = json.loads(Path(mountpoint, ".bpfs", "stats").read_bytes())
+        except OSError as exc:
+            raise BpfsError(f"cannot read {mountpoint}/.bpfs/stats: {exc.strerror}") from None
+        except ValueError:
+            raise BpfsError(f"{mountpoint}/.bpfs/stats is not what bpfs writes: is this a bpfs mount?") from None
+        text = render_status(mountpoint, snapshot, previous, args.watch)
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if not args.watch:
+            return 0
+        previous = snapshot
+        time.sleep(args.watch)
+
+
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(os.path.expanduser(args.mountpoint))
+    print(systemd_unit(mountpoint, os.path.abspath(os.path.expanduser(args.config)) if args.config else None,
+                       args.options or []), end="")
     return 0
 
 

@@ -50,7 +50,10 @@ class MountOptions:
 
 _FLAGS = {f.name for f in fields(MountOptions) if f.type in ("bool", bool)}
 _VALUES = {f.name: f.type for f in fields(MountOptions) if f.name not in _FLAGS}
-IGNORED = {"rw", "defaults", "noatime", "nodev", "nosuid", "_netdev", "auto", "noauto", "user", "nouser"}
+# what fstab and mount(8) pass along that means nothing to bpfs (mount.fuse3 handles the rest)
+IGNORED = {"rw", "defaults", "noatime", "relatime", "atime", "nodev", "dev", "nosuid", "suid", "noexec", "exec",
+           "_netdev", "auto", "noauto", "user", "users", "nouser", "nofail", "async", "sync"}
+IGNORED_PREFIXES = ("x-", "comment=")  # x-systemd.* and comments from fstab
 
 
 def parse_options(values: list[str] | None) -> MountOptions:
@@ -59,7 +62,7 @@ def parse_options(values: list[str] | None) -> MountOptions:
     for group in values or ():
         for item in group.split(","):
             item = item.strip()
-            if not item or item in IGNORED:
+            if not item or item in IGNORED or item.startswith(IGNORED_PREFIXES):
                 continue
             name, has_value, value = item.partition("=")
             name = name.replace("-", "_")

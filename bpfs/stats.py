@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from bpfs.redact import redact
 
@@ -37,7 +38,13 @@ class Stats:
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._errors: deque[dict] = deque(maxlen=20)
+        self._sections: dict[str, Callable[[], object]] = {}
         self.started = time.time()
+
+    def section(self, name: str, provider: Callable[[], object]) -> None:
+        """A part of the snapshot another component keeps (the uploads in flight, with their progress)."""
+        with self._lock:
+            self._sections[name] = provider
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -57,6 +64,9 @@ class Stats:
             out: dict = dict(self._counters)
             out["uptime_seconds"] = round(time.time() - self.started, 3)
             out["last_errors"] = list(self._errors)
+            sections = dict(self._sections)
+        for name, provider in sections.items():
+            out[name] = provider()
         return out
 
     def render(self) -> bytes:

@@ -13,6 +13,7 @@ from bpfs.control import ControlFiles
 from bpfs.errors import BpfsError, ConfigError
 from bpfs.filesystem import Filesystem
 from bpfs.mounting.mountpoints import raise_readahead
+from bpfs.mounting.service import notify
 from bpfs.options import MountOptions
 from bpfs.processes import Processes
 from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
@@ -97,11 +98,13 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
 
     def ready() -> None:
         raise_readahead(real_mountpoint, options.read_ahead_kb)
+        notify(f"READY=1\nSTATUS=mounted at {real_mountpoint}")  # systemd's Type=notify
         on_ready()
 
     log.info("mounting %s (%s API at %s) on %s", config.username, config.dialect, config.base_url, mountpoint)
     try:
         fuseops.mount(fs, mountpoint, on_ready=ready, debug=debug)
     finally:
+        notify("STOPPING=1")
         fs.close()
         log.info("unmounted %s", mountpoint)

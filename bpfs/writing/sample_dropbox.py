@@ -229,6 +229,21 @@ class SampleDropBox(Subtree):
         self._lock = threading.Lock()
         self._drafts: dict[str, Draft] = {}
         self.started = time.time()
+        stats.section("uploads", self.progress)
+
+    def progress(self) -> list[dict]:
+        """Each upload in flight: how far the writer got, what S3 has taken, and at what rate."""
+        with self._lock:
+            drafts = list(self._drafts.values())
+        out = []
+        for draft in drafts:
+            with draft.lock:
+                files = [f for f in draft.files.values() if f.state == "writing" and f.stream is not None]
+            for f in files:
+                seconds = max(time.monotonic() - f.started, 1e-6)
+                out.append({"path": f.path, "bytes_written": f.stream.size, "bytes_uploaded": f.stream.uploaded,
+                            "seconds": round(seconds, 1), "bytes_per_second": int(f.stream.uploaded / seconds)})
+        return out
 
     # -- paths and lookups -------------------------------------------------------------------------
     @staticmethod

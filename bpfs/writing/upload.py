@@ -72,6 +72,7 @@ class ObjectStream:
         self.objects = pool.objects
         self.on_multipart = on_multipart  # told the multipart upload's id (the journal keeps it)
         self.size = 0  # bytes accepted so far
+        self.uploaded = 0  # bytes S3 has acknowledged (parts done): the progress `bpfs status` shows
         self.upload_id: str | None = None
         self._buffer = bytearray()
         self._parts: dict[int, str] = {}  # part number -> ETag
@@ -112,6 +113,7 @@ class ObjectStream:
             if self.upload_id is None:
                 body, self._buffer = self._buffer, bytearray()
                 self.objects.put_object(self.bucket, self.key, body)
+                self.uploaded += len(body)
                 self.pool.stats.add("bytes_uploaded", len(body))
                 return self.size
             if self._buffer:
@@ -192,6 +194,7 @@ class ObjectStream:
             self._fail(RemoteError(f"part {number} of s3://{self.bucket}/{self.key}: {exc!r}"))
             return
         self._parts[number] = etag
+        self.uploaded += len(part)
         self.pool.stats.add("bytes_uploaded", len(part))
 
     def _fail(self, exc: BaseException) -> None:
