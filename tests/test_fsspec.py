@@ -105,7 +105,7 @@ def test_dask_on_a_local_cluster_reads_what_pandas_reads_on_the_mount(config_pat
     dd = pytest.importorskip("dask.dataframe")
     pattern = "basepair://analyses/*/expression_count/*.genes.txt"
     on_mount = sorted(mount.path.glob("analyses/*/expression_count/*.genes.txt"))
-    assert len(on_mount) >= 2
+    assert on_mount
     expected = pd.concat([pd.read_csv(p, sep="\t") for p in on_mount], ignore_index=True)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster):
