@@ -204,7 +204,7 @@ def test_5000_analyses_list_with_one_request_per_page_cold_and_none_warm(make_mo
         assert total >= 5000
         emu.api.reset_stats()
         names = os.listdir(m.path / "analyses")
-        assert len(names) == total + 1  # and index.tsv
+        assert len(names) == total + 2  # and index.tsv, new/
         cold = emu.api.stats.get("GET analyses", 0)
         assert cold == math.ceil(total / 100)
         lines = (m.path / "analyses" / "index.tsv").read_text().splitlines()
