@@ -35,6 +35,8 @@ class MountOptions:
     # kernel readahead of the mount (needs root; 0 keeps the kernel's 128): 1 MiB makes FUSE reads 1 MiB
     read_ahead_kb: int = 1024
     readers: int = PrefetchConfig.workers  # concurrent range GETs across the mount
+    disk_cache: int = 0  # bytes of blocks kept on disk across mounts (disk_cache=20G); 0: off
+    cache_dir: str = ""  # where (default ~/.cache/bpfs/blocks)
     genome: str = SampleSettings.genome  # defaults for samples created through samples/new/
     datatype: str = SampleSettings.datatype
     platform: str = SampleSettings.platform
@@ -92,7 +94,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "uid": (0, 2**32 - 2, ""),
     "gid": (0, 2**32 - 2, ""),
     "umask": (0, 0o777, "(octal)"),
+    "disk_cache": (0, 1 << 50, ""),
 }
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def _convert(name: str, kind: object, value: str) -> object:
@@ -102,13 +106,20 @@ def _convert(name: str, kind: object, value: str) -> object:
     try:
         if name == "umask":
             number: float = int(value, 8)
+        elif name == "disk_cache":
+            text = value.strip().upper().removesuffix("B").removesuffix("I")
+            number = int(float(text[:-1]) * SIZE_SUFFIXES[text[-1]]) if text[-1:] in "KMGT" and text[-1:] \
+                else int(text)
         elif kind in ("int", int):
             number = int(value)
         else:
             number = float(value)
         if not math.isfinite(number) or not low <= number <= high:
             raise ValueError
-    except ValueError:
+    except (ValueError, KeyError, IndexError):
+        if name == "disk_cache":
+            raise ConfigError(f"mount option disk_cache={value!r} is not valid: expected a size such as 500M, "
+                              "20G or 1T (0: off)") from None
         shown = f"{low:o} to {high:o}" if name == "umask" else f"{low:g} to {high:g}"
         raise ConfigError(f"mount option {name}={value!r} is not valid: expected a number from {shown}"
                           f"{' ' + unit if unit else ''}") from None

@@ -28,6 +28,13 @@ COUNTERS = (
     "analyses_refused",
     "bad_records",  # records (or their files/uploads) skipped as malformed, each with a log line
     "bad_files",  # files listed but unreadable: their size could not be learned, or S3 lacks them
+    "disk_hits",  # the disk cache (-o disk_cache=): blocks read from disk
+    "disk_misses",
+    "disk_writes",
+    "disk_evictions",
+    "disk_corrupt",  # blocks whose checksum failed: deleted and fetched again
+    "disk_dropped",  # blocks not written because the writer was behind
+    "disk_full",
 )
 
 

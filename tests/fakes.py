@@ -164,7 +164,8 @@ class FakeBoto:
 
     def head_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803
         self._check("head_object", Key)
-        return {"ContentLength": self._info("HeadObject", Bucket, Key).size}
+        info = self._info("HeadObject", Bucket, Key)
+        return {"ContentLength": info.size, "ETag": info.etag}
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict:  # noqa: N803
         self._check("put_object", Key)

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from bpfs.control import ControlFiles
 from bpfs.errors import BpfsError, ConfigError
@@ -16,6 +17,7 @@ from bpfs.mounting.mountpoints import raise_readahead
 from bpfs.mounting.service import notify
 from bpfs.options import MountOptions
 from bpfs.processes import Processes
+from bpfs.reading.disk_cache import DiskCache, DiskCacheConfig
 from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
 from bpfs.remote.api import ApiClient
 from bpfs.remote.config import Config
@@ -32,6 +34,8 @@ from bpfs.writing.samples import SampleSettings
 from bpfs.writing.upload import UploadConfig
 
 log = logging.getLogger("bpfs")
+
+DEFAULT_CACHE_DIR = "~/.cache/bpfs/blocks"
 
 
 def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
@@ -56,10 +60,16 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
         objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
                                read_timeout=options.s3_timeout)
     catalog = Catalog(api, stats, CatalogConfig(list_ttl=options.list_ttl, running_ttl=options.running_ttl))
+    disk = None
+    if options.disk_cache:
+        directory = Path(options.cache_dir or DEFAULT_CACHE_DIR).expanduser()
+        disk = DiskCache(DiskCacheConfig(directory=directory, limit=options.disk_cache), stats)
+        stats.section("disk_cache", lambda: {"directory": str(directory), "bytes_on_disk": disk.bytes,
+                                             "limit": options.disk_cache})
     readers = Prefetcher(objects, stats, PrefetchConfig(
         part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
         max_in_flight=max(2, options.readers) * (options.part_mb << 20),
-        wait_timeout=objects.read_bound + 10))
+        wait_timeout=objects.read_bound + 10, revalidate=max(options.list_ttl, 1.0)), disk=disk)
     journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
     processes = Processes(mountpoint)
     samples_box = SampleDropBox(

@@ -21,7 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from cachetools import LRUCache
+
 from bpfs.errors import RemoteError
+from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
@@ -55,14 +58,19 @@ class PrefetchConfig:
     # a failed page read right away, and waiting out the S3 bound a second time would double what `head`
     # waits. A quick failure (403, an archived object) is simply retried.
     failure_memory: float = 5.0
+    revalidate: float = 60.0  # seconds an object's ETag is trusted before the disk cache asks S3 again
 
 
 class Prefetcher:
     """The ReaderFactory of the fast path: one cache and one thread pool for the whole mount."""
 
-    def __init__(self, objects: ObjectClient, stats: Stats, config: PrefetchConfig | None = None) -> None:
+    def __init__(self, objects: ObjectClient, stats: Stats, config: PrefetchConfig | None = None,
+                 disk: DiskCache | None = None) -> None:
         self.objects, self.stats = objects, stats
         self.config = config or PrefetchConfig()
+        self.disk = disk  # the persistent block cache, when -o disk_cache= turned it on
+        self._object_sizes: LRUCache = LRUCache(65_536)  # what each open object's size is: clamps disk blocks
+        self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, when learned)
         self.cache = ExtentCache(self.config.cache_bytes)
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
         self._in_flight = 0
@@ -70,17 +78,20 @@ class Prefetcher:
         self._failures: deque[tuple[float, ObjectId, int, int, BaseException]] = deque(maxlen=64)
 
     def open(self, bucket: str | None, key: str, size: int) -> PrefetchReader:
+        self._object_sizes[(bucket, key)] = size
         return PrefetchReader(self, (bucket, key), size)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.disk is not None:
+            self.disk.close()
 
     # -- fetching --------------------------------------------------------------------------------
     def fill(self, extent: Extent) -> None:
         """Fetch one extent's bytes (in the calling thread) and publish them."""
         started = time.monotonic()
         try:
-            data = self.objects.get_range(extent.obj[0], extent.obj[1], extent.start, extent.end)
+            data = self.fetch(extent.obj, extent.start, extent.end)
             if len(data) != extent.size:
                 raise RemoteError(f"s3://{extent.obj[0]}/{extent.obj[1]}: short read at {extent.start} "
                                   f"({len(data)} of {extent.size} bytes)")
@@ -90,6 +101,44 @@ class Prefetcher:
             self.cache.filled(extent, None, exc)
             return
         self.cache.filled(extent, data)
+
+    def fetch(self, obj: ObjectId, start: int, end: int) -> bytes:
+        """Bytes [start, end): from the disk cache where it holds them, else from S3 (in whole blocks when the
+        disk cache is on, so that what is fetched once is on disk for the next time)."""
+        bucket, key = obj
+        if self.disk is None:
+            return self.objects.get_range(bucket, key, start, end)
+        identity = self._identity(obj)
+        block = self.disk.config.block_size
+        size = self._object_sizes.get(obj) or end
+        first, last = start // block, (end - 1) // block
+        pieces: dict[int, bytes] = {}
+        missing: list[int] = []
+        for index in range(first, last + 1):
+            data = self.disk.get(identity, index)
+            if data is not None and len(data) == min(block, size - index * block):
+                pieces[index] = data
+            else:
+                missing.append(index)
+        for run in _runs(missing):
+            lo, hi = run[0] * block, min((run[-1] + 1) * block, size)
+            data = self.objects.get_range(bucket, key, lo, hi)
+            for index in run:
+                piece = data[(index - run[0]) * block:(index - run[0] + 1) * block]
+                pieces[index] = piece
+                if len(piece) == min(block, size - index * block):  # whole blocks only
+                    self.disk.put(identity, index, piece)
+        joined = b"".join(pieces[i] for i in range(first, last + 1))
+        return joined[start - first * block:end - first * block]
+
+    def _identity(self, obj: ObjectId) -> bytes:
+        """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds, so a
+        replaced object never serves its old bytes."""
+        held = self._etags.get(obj)
+        if held is None or time.monotonic() - held[1] > self.config.revalidate:
+            held = (self.objects.etag(obj[0], obj[1]), time.monotonic())
+            self._etags[obj] = held
+        return DiskCache.identity(obj[0], obj[1], held[0])
 
     def recent_failure(self, obj: ObjectId, start: int, end: int) -> BaseException | None:
         """The error of a fetch of these bytes that failed moments ago, if any."""
@@ -123,6 +172,17 @@ class Prefetcher:
             self.release(extent.size)
             self.cache.filled(extent, None, RemoteError("the mount is shutting down"))
             return None
+
+
+def _runs(indexes: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 8] -> [[1, 2, 3], [7, 8]]: consecutive blocks are fetched with one GET."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
 
 
 class Cancelled(RemoteError):

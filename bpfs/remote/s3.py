@@ -227,6 +227,14 @@ class ObjectClient:
         with self._sizes_lock:
             if (bucket, key) in self._sizes:
                 return self._sizes[(bucket, key)]
+        return self.head(bucket, key)[0]
+
+    def etag(self, bucket: str | None, key: str) -> str:
+        """The object's ETag now (a HEAD): what the disk cache keys blocks by."""
+        return self.head(bucket, key)[1]
+
+    def head(self, bucket: str | None, key: str) -> tuple[int, str]:
+        bucket = self._bucket(bucket)
         self.stats.add("s3_requests")
         try:
             response = self.client.head_object(Bucket=bucket, Key=key)
@@ -238,7 +246,7 @@ class ObjectClient:
         size = int(response["ContentLength"])
         with self._sizes_lock:
             self._sizes[(bucket, key)] = size
-        return size
+        return size, str(response.get("ETag", "")).strip('"')
 
     def _error(self, exc: botocore.exceptions.ClientError, op: str, bucket: str, key: str) -> BpfsError:
         self.stats.add("s3_errors")

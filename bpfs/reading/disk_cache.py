@@ -1,0 +1,224 @@
+"""A persistent block cache on disk: re-reading a BAM after a remount (IGV restarting, a pipeline's next
+step, a notebook restarted) costs no S3 bytes.
+
+Like mountpoint-s3's local cache: the object is cut into fixed blocks, each block one file named by
+a hash of (bucket, key, the object's ETag, block index), so a changed object can never serve old
+bytes. Each file carries a header with a CRC32 of its data, checked on every read: a torn, truncated
+or corrupt block is deleted and fetched again, never served. Files are written to a temporary name
+and renamed (atomic), so two mounts sharing one directory, or an unmount mid-write, leave nothing a
+reader would misread. Writes happen on a background thread and are dropped rather than waited for.
+The total stays within the limit plus a block or two: the writer evicts the least recently used
+blocks before it writes. A full disk turns writing off for a while, with one log line; reads go on.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import queue
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpfs.stats import Stats
+
+log = logging.getLogger("bpfs.disk_cache")
+
+MAGIC = b"BPFSBLK1"
+HEADER = struct.Struct("<8sQII16s")  # magic, block index, data length, crc32 of data, identity digest
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class DiskCacheConfig:
+    directory: Path
+    limit: int  # bytes on disk
+    # 256 KiB: a random read (a BAM index lookup) costs at most one block from S3 on a miss, and a 20 GB
+    # BAM is 80,000 files; mountpoint-s3 uses 1 MiB, which made a first region query cost 4x more here
+    block_size: int = 256 << 10
+    pending_writes: int = 64  # blocks queued for the writer; more are dropped, never waited for (~16 MiB)
+    full_pause: float = 300.0  # after ENOSPC, seconds without writing (then it tries again)
+    rescan_every: float = 60.0  # seconds between recounts of the directory (other mounts write there too)
+
+
+class DiskCache:
+    def __init__(self, config: DiskCacheConfig, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.root = config.directory
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._last_scan = 0.0
+        self._queue: queue.Queue = queue.Queue(config.pending_writes)
+        self._closed = False
+        self._rescan(remove_temporaries=True)
+        self._writer = threading.Thread(target=self._write_loop, name="bpfs-disk-cache", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._writer.join(timeout=5)
+
+    # -- naming ------------------------------------------------------------------------------------
+    @staticmethod
+    def identity(bucket: str | None, key: str, etag: str) -> bytes:
+        return hashlib.blake2b(f"{bucket}\0{key}\0{etag}".encode(), digest_size=16).digest()
+
+    def _path(self, identity: bytes, index: int) -> Path:
+        name = identity.hex()
+        return self.root / name[:2] / f"{name}.{index}"
+
+    # -- reading -----------------------------------------------------------------------------------
+    def get(self, identity: bytes, index: int) -> bytes | None:
+        """The block, checked; None when absent, or corrupt (which is then deleted)."""
+        path = self._path(identity, index)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            self.stats.add("disk_misses")
+            return None
+        data = self._verify(raw, identity, index)
+        if data is None:
+            self.stats.add("disk_corrupt")
+            log.warning("dropped a damaged cache block %s; it will be fetched again", path.name)
+            self._remove(path)
+            self.stats.add("disk_misses")
+            return None
+        self.stats.add("disk_hits")
+        try:
+            os.utime(path)  # least recently used goes first
+        except OSError:
+            pass
+        return data
+
+    @staticmethod
+    def _verify(raw: bytes, identity: bytes, index: int) -> bytes | None:
+        if len(raw) < HEADER.size:
+            return None
+        magic, stored_index, length, crc, stored_identity = HEADER.unpack_from(raw)
+        data = raw[HEADER.size:]
+        if magic != MAGIC or stored_index != index or stored_identity != identity or len(data) != length:
+            return None
+        return data if zlib.crc32(data) == crc else None
+
+    # -- writing -----------------------------------------------------------------------------------
+    def put(self, identity: bytes, index: int, data: bytes) -> None:
+        """Queue a block for the writer; dropped when the queue is full or the disk is."""
+        if self._closed or time.monotonic() < self._paused_until:
+            return
+        try:
+            self._queue.put_nowait((identity, index, data))
+        except queue.Full:
+            self.stats.add("disk_dropped")
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._write(*item)
+            except Exception:  # noqa: BLE001 - the cache must never take reads down with it
+                log.exception("writing a cache block")
+
+    def _write(self, identity: bytes, index: int, data: bytes) -> None:
+        path = self._path(identity, index)
+        if path.exists():
+            return
+        size = HEADER.size + len(data)
+        self._make_room(size)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_native_id()}{TEMP_SUFFIX}")
+        try:
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            with open(temporary, "wb") as f:
+                f.write(HEADER.pack(MAGIC, index, len(data), zlib.crc32(data), identity))
+                f.write(data)
+            os.rename(temporary, path)  # atomic: a reader sees the whole block or none
+        except OSError as exc:
+            self._remove(temporary)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._paused_until = time.monotonic() + self.config.full_pause
+                log.warning("the disk cache at %s is full (%s): not writing to it for %.0f s; reads go on from S3",
+                            self.root, exc.strerror, self.config.full_pause)
+                self.stats.add("disk_full")
+                return
+            raise
+        with self._lock:
+            self._bytes += size
+        self.stats.add("disk_writes")
+
+    def _make_room(self, size: int) -> None:
+        if time.monotonic() - self._last_scan > self.config.rescan_every:
+            self._rescan()
+        with self._lock:
+            over = self._bytes + size - self.config.limit
+        if over <= 0:
+            return
+        blocks = sorted(self._blocks(), key=lambda item: item[1])  # oldest first
+        for path, _mtime, length in blocks:
+            if over <= 0:
+                break
+            if self._remove(path):
+                over -= length
+                with self._lock:
+                    self._bytes -= length
+                self.stats.add("disk_evictions")
+
+    # -- the directory -----------------------------------------------------------------------------
+    def _blocks(self) -> list[tuple[Path, float, int]]:
+        out = []
+        for sub in self.root.iterdir():
+            if not sub.is_dir():
+                continue
+            try:
+                entries = list(os.scandir(sub))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.endswith(TEMP_SUFFIX):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                out.append((Path(entry.path), st.st_mtime, st.st_size))
+        return out
+
+    def _rescan(self, remove_temporaries: bool = False) -> None:
+        """Recount what is on disk (other mounts share the directory); drop temporaries a crash left."""
+        if remove_temporaries:
+            for temporary in self.root.glob(f"*/*{TEMP_SUFFIX}"):
+                try:
+                    if time.time() - temporary.stat().st_mtime > 60:  # not one another mount is writing now
+                        temporary.unlink()
+                except OSError:
+                    pass
+        total = sum(length for _, _, length in self._blocks())
+        with self._lock:
+            self._bytes = total
+        self._last_scan = time.monotonic()
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    @staticmethod
+    def _remove(path: Path) -> bool:
+        try:
+            path.unlink()
+            return True
+        except OSError:
+            return False
