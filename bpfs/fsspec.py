@@ -91,7 +91,7 @@ class BasepairFileSystem(AbstractFileSystem):
         try:
             chunks, offset = [], start
             while offset < end:
-                chunk = self._call(path, self.core.read, fh, min(UPLOAD_BLOCK, end - offset), offset)
+                chunk = bytes(self._call(path, self.core.read, fh, min(UPLOAD_BLOCK, end - offset), offset))
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -142,7 +142,7 @@ class BasepairFile(AbstractBufferedFile):
             self.fh, _ = fs._call(path, fs.core.open, "/" + path, os.O_RDONLY, threading.get_native_id())
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs._call(self.path, self.fs.core.read, self.fh, end - start, start)
+        return bytes(self.fs._call(self.path, self.fs.core.read, self.fh, end - start, start))
 
     def _initiate_upload(self) -> None:
         self.fh, _ = self.fs._call(self.path, self.fs.core.create, "/" + self.path, 0o644,

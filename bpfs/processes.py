@@ -12,7 +12,9 @@ mount, so the daemon never calls into itself.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 PF_EXITING = 0x4  # /proc/PID/stat flags: the process is in exit()
@@ -52,15 +54,62 @@ class Processes:
 
     def __init__(self, mountpoint: str | None) -> None:
         self.mountpoint = mountpoint.rstrip("/") if mountpoint else None
+        self._device: str | None = None
+
+    def device(self) -> str | None:
+        """Our filesystem's device (major:minor), which every bind mount of it shares."""
+        if self._device is None and self.mountpoint is not None:
+            for entry in _mountinfo("/proc/self/mountinfo"):
+                if entry[2] == self.mountpoint:
+                    self._device = entry[1]
+        return self._device
 
     def still_open(self, path: str) -> bool | None:
-        """Whether any process still has `path` (below the mount point) open; None when we cannot tell."""
+        """Whether any process still has `path` (below the mount point) open; None when we cannot tell.
+
+        A descriptor counts when its link ends with the file's path inside our filesystem and it lives
+        on our filesystem: its mount (fdinfo's mnt_id, looked up in that process's mountinfo) has our
+        device. So a file opened through a bind mount, in a container, or under a mount point detached
+        with `umount -l` (where the link is the path inside the filesystem) is seen as well."""
         if self.mountpoint is None:
             return None
-        target = self.mountpoint + "/" + path.strip("/")
-        for _pid, link in open_files(target, skip=os.getpid()):
-            if link == target:
-                return True
+        rel = "/" + path.strip("/")
+        device = self.device()
+        me = os.getpid()
+        try:
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return None
+        for pid in pids:
+            if pid == me:
+                continue
+            fd_dir = f"/proc/{pid}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            mounts: dict[str, tuple[str, str, str]] | None = None
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if link == self.mountpoint + rel:
+                    return True
+                if not (link == rel or link.endswith(rel)):
+                    continue
+                if mounts is None:
+                    mounts = {m[0]: m for m in _mountinfo(f"/proc/{pid}/mountinfo")}
+                mount = mounts.get(_mnt_id(pid, fd) or "")
+                if mount is None:
+                    if link == rel:  # a detached mount (umount -l): the link is the path inside it
+                        return True
+                    continue
+                mount_id, mount_device, mountpoint, root = mount
+                inside = link[len(mountpoint.rstrip("/")):] if link.startswith(mountpoint.rstrip("/") + "/") else None
+                if mount_device == device and inside is not None and \
+                        (root.rstrip("/") + inside == rel or inside == rel):
+                    return True
         return False
 
     @staticmethod
@@ -91,6 +140,57 @@ class Processes:
         if exit_code >> 8:
             return f"exited with status {exit_code >> 8}"
         return None
+
+
+def _mnt_id(pid: int, fd: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("mnt_id:"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
+def _mountinfo(path: str) -> list[tuple[str, str, str, str]]:
+    """(mount id, device, mount point, root) of each mount a process sees."""
+    return [(str(m.mount_id), m.device, m.mountpoint, m.root) for m in mount_table(path)]
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    device: str  # "major:minor": the bdi of a FUSE mount, /sys/class/bdi/<device>
+    mountpoint: str
+    fstype: str
+    source: str
+    root: str = "/"  # the directory of the filesystem mounted here (a bind mount of a subdirectory)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as \\040, \\011, \\012, \\134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_table(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """The one parser of /proc/self/mountinfo in bpfs."""
+    entries = []
+    try:
+        with open(mountinfo, "rb") as table:
+            lines = table.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split(" ")
+        try:
+            dash = fields.index("-", 6)
+            entries.append(MountEntry(int(fields[0]), fields[2], _unescape(fields[4]), fields[dash + 1],
+                                      _unescape(fields[dash + 2]), _unescape(fields[3])))
+        except (ValueError, IndexError):
+            continue
+    return entries
+
 
 
 def tgid(pid: int) -> int:

@@ -62,3 +62,9 @@ def test_unique_names_are_unique_safe_and_stable(items):
     assert len(set(names)) == len(names)
     assert all("/" not in n and "\0" not in n and n not in ("", ".", "..") for n in names)
     assert unique_names(items) == names
+
+
+def test_unique_names_end_and_stay_distinct_with_absurd_ids():
+    big = "9" * 301
+    names = unique_names([("x.txt", big), ("x.txt", big + "1"), ("x.txt", big), ("x" * 300 + ".txt", 7)] * 2)
+    assert len(set(names)) == len(names) and all(len(n.encode()) <= 255 for n in names)

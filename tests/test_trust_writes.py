@@ -272,3 +272,64 @@ def test_rsync_a_second_time_succeeds_and_uploads_nothing_twice(make_mount, tmp_
         assert result.returncode == 0, result.stderr
     sample = the_sample(emu, src.name)
     assert [u["status"] for u in uploads_of(emu, sample["id"])] == ["completed", "completed"]
+
+
+# -- the same file through another path: a bind mount, a detached mount -------------------------------------
+def test_writers_through_a_bind_mount_are_recorded_whole(make_mount, tmp_path):
+    """As a container volume would reach the mount: `cat a > f` (the shell closes a duplicate first) and a
+    shell group, through a bind mount of the mount point."""
+    if os.getuid() != 0:
+        pytest.skip("mount --bind needs root")
+    m = make_mount()
+    emu = m.emulator
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    subprocess.run(["mount", "--bind", str(m.path), str(bind)], check=True)
+    try:
+        a, b = make_file(tmp_path / "a.fastq", 3 * MiB), make_file(tmp_path / "b.fastq", 2 * MiB + 5)
+        single, group = unique("bindcat"), unique("bindgroup")
+        assert sh(f'cat "{a}" > "{bind}/samples/new/{single}.fastq"').returncode == 0
+        assert sh(f'{{ cat "{a}"; cat "{b}"; }} > "{bind}/samples/new/{group}.fastq"').returncode == 0
+        for name, data in ((single, a.read_bytes()), (group, a.read_bytes() + b.read_bytes())):
+            (upload,) = uploads_with_key(emu, f"/{name}.fastq")
+            assert upload["status"] == "completed" and stored(emu, upload["key"]) == data, name
+    finally:
+        subprocess.run(["umount", "-l", str(bind)], check=False)
+
+
+def test_a_writer_outlives_a_lazy_unmount(make_mount, tmp_path):
+    """`bpfs umount --lazy` while `{ cat a; sleep; cat b; } > f` runs: the file is finished when the shell
+    closes it, whole, even though its path no longer starts with the mount point."""
+    m = make_mount()
+    emu = m.emulator
+    a, b = make_file(tmp_path / "l0.fastq", 1 * MiB), make_file(tmp_path / "l1.fastq", 1 * MiB)
+    name = unique("lazy")
+    target = m.path / "samples" / "new" / f"{name}.fastq"
+    writer = subprocess.Popen(["bash", "-c", f'{{ cat "{a}"; sleep 3; cat "{b}"; }} > "{target}"'])
+    time.sleep(1.5)
+    subprocess.run(["fusermount3", "-uz", str(m.path)], check=True)
+    assert writer.wait(timeout=60) == 0
+    upload = wait_for(lambda: next((u for u in uploads_with_key(emu, f"/{name}.fastq")
+                                    if u["status"] != "in_progress"), None), timeout=30, what="the upload to end")
+    assert upload["status"] == "completed" and stored(emu, upload["key"]) == a.read_bytes() + b.read_bytes()
+
+
+def test_a_file_taken_back_and_copied_again_reads_as_the_new_one(make_mount, tmp_path):
+    """rm the wrong file, copy the right one under the same name: samples/<id>/<name> shows the new bytes
+    (the same S3 key was written again: nothing cached of the old object may be served)."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("recopy")
+    draft = new_draft(m, name)
+    cp(make_file(tmp_path / "keep_R1.fastq", 1000), draft)
+    (tmp_path / "w").mkdir()
+    wrong, right = tmp_path / "w" / "x_R2.fastq", tmp_path / "x_R2.fastq"
+    wrong.write_bytes(b"W" * (300 * 1024))
+    right.write_bytes(b"R" * (300 * 1024))
+    cp(wrong, draft)
+    sample_id = the_sample(emu, name)["id"]
+    assert (m.path / "samples" / str(sample_id) / "x_R2.fastq").read_bytes() == wrong.read_bytes()
+    os.unlink(draft / "x_R2.fastq")
+    cp(right, draft)
+    time.sleep(1.2)  # the kernel's attribute and entry timeouts
+    assert (m.path / "samples" / str(sample_id) / "x_R2.fastq").read_bytes() == right.read_bytes()

@@ -5,6 +5,7 @@ This is the only module that imports mfusepy, so everything else imports without
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -86,8 +87,15 @@ class Operations(fuse.Operations):
         return 0
 
     @_mapped
-    def read(self, path: str, size: int, offset: int, fi) -> bytes:
-        return self.fs.read(fi.fh, size, offset)
+    def read(self, path: str, size: int, offset: int, fi) -> bytes | ctypes.Array:
+        data = self.fs.read(fi.fh, size, offset)
+        if isinstance(data, bytearray):
+            data = memoryview(data)
+        if isinstance(data, memoryview):
+            # mfusepy copies the reply into libfuse's buffer (memmove); a ctypes view of the cached bytes
+            # lets that be the only copy bpfs makes
+            return data.tobytes() if data.readonly else (ctypes.c_char * len(data)).from_buffer(data)
+        return data
 
     @_mapped
     def write(self, path: str, data: bytes, offset: int, fi) -> int:

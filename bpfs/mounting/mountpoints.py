@@ -6,51 +6,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bpfs.errors import BpfsError, ConfigError
-from bpfs.processes import open_files
+from bpfs.processes import MountEntry, mount_table, open_files
 
 log = logging.getLogger("bpfs")
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    mount_id: int
-    device: str  # "major:minor": the bdi of a FUSE mount, /sys/class/bdi/<device>
-    mountpoint: str
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as \\040, \\011, \\012, \\134."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_table(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    """The one parser of /proc/self/mountinfo in bpfs."""
-    entries = []
-    try:
-        with open(mountinfo, "rb") as table:
-            lines = table.read().decode("utf-8", "surrogateescape").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split(" ")
-        try:
-            dash = fields.index("-", 6)
-            entries.append(MountEntry(int(fields[0]), fields[2], _unescape(fields[4]), fields[dash + 1],
-                                      _unescape(fields[dash + 2])))
-        except (ValueError, IndexError):
-            continue
-    return entries
 
 
 def find_mount(path: str | os.PathLike) -> MountEntry | None:

@@ -41,7 +41,7 @@ class DiskCacheConfig:
     # 256 KiB: a random read (a BAM index lookup) costs at most one block from S3 on a miss, and a 20 GB
     # BAM is 80,000 files; mountpoint-s3 uses 1 MiB, which made a first region query cost 4x more here
     block_size: int = 256 << 10
-    pending_writes: int = 64  # blocks queued for the writer; more are dropped, never waited for (~16 MiB)
+    pending_writes: int = 256  # blocks queued for the writer (64 MiB); more are dropped, never waited for
     full_pause: float = 300.0  # after ENOSPC, seconds without writing (then it tries again)
     rescan_every: float = 60.0  # seconds between recounts of the directory (other mounts write there too)
 

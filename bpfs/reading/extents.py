@@ -101,6 +101,12 @@ class ExtentCache:
                 if extent.end <= before and extent.future.done():
                     self._remove(extent)
 
+    def forget(self, obj: ObjectId) -> None:
+        """Drop every extent of an object that changed (those still in flight are dropped when they land)."""
+        with self.lock:
+            for extent in list(self._extents.get(obj, {}).values()):
+                self._remove(extent)
+
     def _touch(self, extent: Extent) -> None:
         key = (extent.obj, extent.start)
         if key in self._lru:

@@ -76,6 +76,13 @@ class Prefetcher:
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._failures: deque[tuple[float, ObjectId, int, int, BaseException]] = deque(maxlen=64)
+        objects.on_change.append(self.forget)
+
+    def forget(self, bucket: str, key: str) -> None:
+        """bpfs wrote or deleted this object (a sample's file taken back and copied again under its name):
+        nothing cached of its old bytes may be served."""
+        self.cache.forget((bucket, key))
+        self._etags.pop((bucket, key), None)
 
     def open(self, bucket: str | None, key: str, size: int) -> PrefetchReader:
         self._object_sizes[(bucket, key)] = size
@@ -201,7 +208,7 @@ class PrefetchReader:
         self.lock = threading.Lock()
         self.queued: list[tuple[Future, Extent]] = []  # prefetches not yet known to have started
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | memoryview:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
@@ -214,7 +221,7 @@ class PrefetchReader:
                 continue  # another file's prefetch we were waiting for was dropped: fetch it ourselves
         return self._gather(offset, end, demand_end)
 
-    def _gather(self, offset: int, end: int, demand_end: int) -> bytes:
+    def _gather(self, offset: int, end: int, demand_end: int) -> bytes | memoryview:
         config = self.p.config
         failed = self.p.recent_failure(self.obj, offset, end)
         if failed is not None:
@@ -237,10 +244,11 @@ class PrefetchReader:
                     from None
             lo, hi = max(offset, extent.start), min(end, extent.end)
             if lo < hi:
-                chunks.append(data[lo - extent.start:hi - extent.start])
+                chunks.append(memoryview(data)[lo - extent.start:hi - extent.start])  # a view: no copy
         if (self.from_start or self.run >= config.stream_threshold) and offset > config.back_tolerance:
             self.p.cache.drop_consumed(self.obj, offset - self._back_tolerance(end - offset))
-        return b"".join(chunks)
+        # one extent (nearly always): its view goes to the FUSE reply, which copies it once into the kernel
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _back_tolerance(self, size: int) -> int:
         # the kernel keeps several readahead requests in flight and FUSE threads answer them out of order

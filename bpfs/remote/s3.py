@@ -35,7 +35,10 @@ READ_TIMEOUT = 20  # per socket read; a stalled server costs at most this per at
 MAX_ATTEMPTS = 3  # botocore's count includes the first try: a stalled request costs at most 3 * (5 s + READ_TIMEOUT)
 GET_ATTEMPTS = 8  # bpfs's own attempts of one range GET (retries and resumes), all within get_budget
 RETRY_STATUSES = frozenset({500, 502, 503, 504})  # and SlowDown / RequestTimeout by code
-BODY_CHUNK = 256 << 10  # one read of a body; each must arrive within a stall bound (a ~10 KB/s floor)
+BODY_CHUNK = 1 << 20  # the most one read of a body asks the socket for
+# A body must bring this much within one stall bound (5 s + s3_timeout), or it counts as stalled: a
+# trickle of a few bytes a second is no progress (a floor of about 3 KB/s at the default s3_timeout).
+PROGRESS_BYTES = 64 << 10
 SIZE_CACHE = 65_536  # object sizes learned by HEAD (objects bpfs reads never change); ~100 bytes each
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
@@ -98,6 +101,34 @@ class Watchdog:
                 log.debug("watchdog callback failed", exc_info=True)
 
 
+def _reader(body: object, response: dict) -> Callable[[memoryview], int]:
+    """How to read a body into our buffer. Plain bodies go from the socket straight into it (http.client's
+    readinto, under urllib3, which would read into a temporary and copy); anything else through botocore."""
+    raw = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    if raw is not None and not response.get("ContentEncoding") and hasattr(raw, "readinto"):
+        return raw.readinto
+
+    def copy(view: memoryview) -> int:
+        chunk = body.read(len(view))  # type: ignore[attr-defined]
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    return copy
+
+
+def _finish(body: object, complete: bool) -> None:
+    """A body read to its end gives its connection back to the pool (keep-alive: no new TCP or TLS
+    handshake for the next part); one left unread is closed, since its connection is unusable."""
+    raw = getattr(body, "_raw_stream", None)
+    if complete and raw is not None and hasattr(raw, "release_conn"):
+        try:
+            raw.release_conn()
+            return
+        except Exception:  # noqa: BLE001 - fall back to closing
+            pass
+    body.close()  # type: ignore[attr-defined]
+
+
 def _cut(body: object) -> None:
     """Shut down the socket under a botocore body (the path botocore's own set_socket_timeout takes)."""
     try:
@@ -141,6 +172,8 @@ class ObjectClient:
         self.default_bucket = config.bucket
         self._sizes: LRUCache = LRUCache(SIZE_CACHE)
         self._sizes_lock = threading.Lock()
+        # told (bucket, key) whenever bpfs itself writes or deletes an object: caches of its bytes must go
+        self.on_change: list[Callable[[str, str], None]] = []
 
     def _bucket(self, bucket: str | None) -> str:
         bucket = bucket or self.default_bucket
@@ -148,15 +181,17 @@ class ObjectClient:
             raise RemoteError("no S3 bucket configured (aws.s3.bucket or storage.user.settings.bucket)")
         return bucket
 
-    def get_range(self, bucket: str | None, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object: retried, resumed where a body broke off, and given up once
-        S3 made no progress for `read_bound` seconds (a slow link that progresses is never cut)."""
+    def get_range(self, bucket: str | None, key: str, start: int, end: int) -> bytearray:
+        """Bytes [start, end) of an object, read straight into one buffer (no chunks to join): retried,
+        resumed where a body broke off, and given up once S3 made no progress for `read_bound` seconds
+        (a slow link that progresses is never cut). Shorter when the object ends sooner."""
         bucket = self._bucket(bucket)
         if end <= start:
-            return b""
+            return bytearray()
         where = f"GET s3://{bucket}/{key}"
         progress = time.monotonic()  # the last time S3 gave us a byte (or the start)
-        chunks: list[bytes] = []
+        buffer = bytearray(end - start)
+        view = memoryview(buffer)
         position = start
         last: BaseException | str | None = None
         for attempt in range(GET_ATTEMPTS):
@@ -185,34 +220,43 @@ class ObjectClient:
                 last = exc
                 continue
             body = response["Body"]
+            read_into = _reader(body, response)
+            promised = position + int(response.get("ContentLength") or 0)  # where this answer says it ends
+            mark = position  # progress counts in PROGRESS_BYTES steps: a trickle of bytes is a stall
+            token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, lambda body=body: _cut(body))
             try:
                 while position < end:
-                    # a chunk must arrive within one stall bound, or the watchdog cuts the connection
-                    token = self.watchdog.arm(time.monotonic() + CONNECT_TIMEOUT + self.read_timeout,
-                                              lambda body=body: _cut(body))
-                    try:
-                        chunk = body.read(min(BODY_CHUNK, end - position))
-                    finally:
-                        self.watchdog.disarm(token)
-                    if not chunk:
+                    got = read_into(view[position - start:min(end, position + BODY_CHUNK) - start])
+                    if not got:
+                        if position < min(end, promised):
+                            raise ConnectionError(f"the body ended at {position} of {promised}")
                         break
-                    chunks.append(chunk)
-                    position += len(chunk)
-                    progress = time.monotonic()
-                    self.stats.add("s3_bytes_fetched", len(chunk))
+                    position += got
+                    self.stats.add("s3_bytes_fetched", got)
+                    if position - mark >= PROGRESS_BYTES or position >= end:
+                        # enough arrived in time: a new stall bound starts now
+                        mark, progress = position, time.monotonic()
+                        self.watchdog.disarm(token)
+                        token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout,
+                                                  lambda body=body: _cut(body))
             except _BODY_ERRORS as exc:
                 self.stats.add("s3_errors")
                 last = exc
                 log.warning("%s broke off at byte %d (%s); resuming", where, position, exc)
+                body.close()
                 continue
             finally:
-                body.close()
+                self.watchdog.disarm(token)
+            _finish(body, complete=position >= end)
             if position < end:  # the object is shorter than we were told: stop at its end
                 break
         if position < end and last is not None:
             raise RemoteError(f"{where}: S3 made no progress for {self.read_bound:.0f} s (at byte {position} "
                               f"of {start}-{end}): {last}")
-        return b"".join(chunks)
+        view.release()
+        if position < end:
+            del buffer[position - start:]
+        return buffer
 
     @staticmethod
     def _retryable(exc: botocore.exceptions.ClientError) -> bool:
@@ -271,6 +315,12 @@ class ObjectClient:
     # bodies are plain and S3-compatible servers that refuse aws-chunked uploads accept them.
     MAX_COPY_SIZE = 5 << 30  # CopyObject's limit for one request
 
+    def _changed(self, bucket: str, key: str) -> None:
+        with self._sizes_lock:
+            self._sizes.pop((bucket, key), None)
+        for listener in list(self.on_change):
+            listener(bucket, key)
+
     def upload_args(self) -> dict:
         """Extra arguments for new objects: SSE-S3 (what the official client's `aws s3 cp --sse` asks for)
         on AWS; S3-compatible endpoints get none, since several refuse the header without a KMS set up."""
@@ -291,8 +341,7 @@ class ObjectClient:
         """One whole object in one request (files smaller than a part, and empty ones)."""
         bucket = self._bucket(bucket)
         self._write_call("PUT", bucket, key, self.client.put_object, Body=body, **self.upload_args())
-        with self._sizes_lock:
-            self._sizes.pop((bucket, key), None)
+        self._changed(bucket, key)
 
     def create_multipart_upload(self, bucket: str | None, key: str) -> str:
         bucket = self._bucket(bucket)
@@ -313,8 +362,7 @@ class ObjectClient:
         layout = {"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in sorted(parts)]}
         self._write_call("CompleteMultipartUpload", bucket, key, self.client.complete_multipart_upload,
                          UploadId=upload_id, MultipartUpload=layout)
-        with self._sizes_lock:
-            self._sizes.pop((bucket, key), None)
+        self._changed(bucket, key)
 
     def abort_multipart_upload(self, bucket: str | None, key: str, upload_id: str) -> None:
         bucket = self._bucket(bucket)
@@ -325,11 +373,9 @@ class ObjectClient:
         bucket = self._bucket(bucket)
         self._write_call("COPY", bucket, key, self.client.copy_object,
                          CopySource={"Bucket": bucket, "Key": source_key}, **self.upload_args())
-        with self._sizes_lock:
-            self._sizes.pop((bucket, key), None)
+        self._changed(bucket, key)
 
     def delete_object(self, bucket: str | None, key: str) -> None:
         bucket = self._bucket(bucket)
         self._write_call("DELETE", bucket, key, self.client.delete_object)
-        with self._sizes_lock:
-            self._sizes.pop((bucket, key), None)
+        self._changed(bucket, key)

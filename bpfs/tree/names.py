@@ -7,6 +7,7 @@ so a colliding name gets its record id: `summary.txt` -> `summary~70013.txt`.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 
@@ -51,9 +52,13 @@ def _fit(stem: str, suffix: str) -> str:
 
 
 def with_id(name: str, ident: object) -> str:
-    """`summary.txt` -> `summary~70013.txt`, still within 255 bytes (an overlong extension is dropped)."""
+    """`summary.txt` -> `summary~70013.txt`, still within 255 bytes (an overlong extension is dropped; an
+    absurdly long id is shortened to a digest of it, so that different ids stay different)."""
     stem, ext = split_ext(safe_name(name))
-    tag = f"~{ident}"
+    text = str(ident)
+    if len(text) > 40:
+        text = "h" + hashlib.sha1(text.encode()).hexdigest()[:16]
+    tag = f"~{text}"
     if len((tag + ext).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES // 2:
         stem, ext = stem + ext, ""
     return safe_name(_fit(stem, tag + ext))
@@ -78,10 +83,7 @@ def unique_names(items: Iterable[tuple[str, object]], reserved: Iterable[str] = 
     for index, (name, (_, ident)) in enumerate(zip(wanted, items, strict=True)):
         if out[index] is not None:
             continue
-        candidate, n = with_id(name, ident), 1
-        while candidate in taken:
-            n += 1
-            candidate = with_id(name, f"{ident}~{n}")
+        candidate = _free(name, ident, taken)
         out[index] = candidate
         taken.add(candidate)
     return [name for name in out if name is not None]
@@ -91,6 +93,11 @@ def unique_in(taken: Iterable[str] | dict, name: str, ident: object) -> str:
     """One more name in a directory that already holds `taken`: `name`, or else a free `~<id>` form."""
     if name not in taken:
         return name
+    return _free(name, ident, taken)
+
+
+def _free(name: str, ident: object, taken: Iterable[str] | dict) -> str:
+    """The first free `~<id>` form of a name; every try differs from the last, so this always ends."""
     candidate, n = with_id(name, ident), 1
     while candidate in taken:
         n += 1

@@ -394,7 +394,8 @@ class SampleView:
         self.entries: dict[str, Entry] = {"sample.json": _generated(_pretty_json(sample.raw), sample.mtime)}
         names = unique_names(((u.key.rsplit("/", 1)[-1], u.id) for u in uploads), reserved=self.entries)
         files = namespace.file_entries(
-            [FileSpec(u.bucket, u.key, u.filesize, u.mtime or sample.mtime, True,
+            # not immutable: bpfs itself may take a file back (rm) and upload another under its key
+            [FileSpec(u.bucket, u.key, u.filesize, u.mtime or sample.mtime, False,
                       ((f"{XATTR}upload_id", str(u.id)), (f"{XATTR}sample_id", str(sample.id)),
                        (f"{XATTR}s3_uri", s3_uri(u.bucket, u.key)))) for u in uploads],
             f"samples/{sample.id}")
@@ -452,17 +453,17 @@ class AnalysisView:
         if name in self._expressions:
             return self._expressions[name]
         listing = None
+        chosen: list[tuple[AnalysisFile, Entry]]  # pairs, not ids: a broken server may repeat an id
         if name in self.tag_dirs:
             tag = self.tag_dirs[name]
-            chosen = [f for f, _ in self.files if tag in f.tags]
+            chosen = [(f, e) for f, e in self.files if tag in f.tags]
         else:
             expression = tagexpr.parse(name)
-            chosen = tagexpr.select(expression, [f for f, _ in self.files], self.known_tags) \
+            chosen = tagexpr.select(expression, self.files, self.known_tags, lambda pair: pair[0].tags) \
                 if expression is not None else []
         if chosen:
-            entries = {f.id: e for f, e in self.files}
-            names = unique_names((f.basename, f.id) for f in chosen)
-            listing = {n: entries[f.id] for n, f in zip(names, chosen, strict=True)}
+            names = unique_names((f.basename, f.id) for f, _ in chosen)
+            listing = {n: e for n, (_, e) in zip(names, chosen, strict=True)}
         if len(self._expressions) < 256:
             self._expressions[name] = listing
         return listing

@@ -7,8 +7,9 @@ A file without tags matches only groups made of negative terms, so `-bam` includ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 Term = tuple[str, bool]  # (tag, wanted): wanted=False is a negated term
 
@@ -42,8 +43,9 @@ def parse(text: str) -> TagExpression | None:
     return TagExpression(tuple(groups))
 
 
-def select(expression: TagExpression, files: Iterable, known_tags: frozenset[str]) -> list:
-    """Files (anything with `.tags`) that match; empty when the expression names a tag no file carries."""
+def select(expression: TagExpression, items: Iterable, known_tags: frozenset[str],
+           tags_of: Callable[[Any], frozenset[str]] = lambda item: item.tags) -> list:
+    """The items whose tags match; none when the expression names a tag no file carries."""
     if not expression.tags <= known_tags:
         return []
-    return [f for f in files if expression.matches(f.tags)]
+    return [item for item in items if expression.matches(tags_of(item))]

@@ -132,7 +132,7 @@ class InProcess(Runner):
         return fh
 
     def read_fd(self, fd: int, size: int, offset: int) -> bytes:
-        return self._call(self.fs.read, fd, size, offset)
+        return bytes(self._call(self.fs.read, fd, size, offset))
 
     def write_fd(self, fd: int, data: bytes) -> int:
         offset = self._fds.get(fd, 0)
