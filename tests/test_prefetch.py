@@ -28,6 +28,7 @@ class MemoryObjects:
         self.fail_next = 0
         self.delay = 0.0
         self.lock = threading.Lock()
+        self.on_change: list = []  # the ObjectClient's listeners of bpfs's own writes
 
     def get_range(self, bucket, key, start, end):
         if self.delay:
