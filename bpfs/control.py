@@ -33,7 +33,7 @@ class RefreshWrite(Handle):
         self.buffer = bytearray()
         self.refresh = refresh
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, caller: int | None = None) -> int:
         if len(self.buffer) + len(data) > CONTROL_LIMIT:
             raise BpfsError(f"{self.path}: at most {CONTROL_LIMIT} bytes of paths at once", errno.EFBIG)
         self.buffer += data

@@ -109,8 +109,8 @@ class Filesystem:
         self.stats.add("bytes_served", len(chunk))
         return chunk
 
-    def write(self, fh: int, data: bytes, offset: int) -> int:
-        return self.handle(fh).write(data, offset)
+    def write(self, fh: int, data: bytes, offset: int, caller: int | None = None) -> int:
+        return self.handle(fh).write(data, offset, caller)
 
     def flush(self, fh: int, caller: int | None = None) -> None:
         """A close(); `caller` is the thread closing the file (the last close finishes an upload)."""

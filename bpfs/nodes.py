@@ -61,7 +61,8 @@ class Handle:
     def read(self, size: int, offset: int) -> bytes:
         raise BpfsError(f"{self.path}: not open for reading", errno.EBADF)
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, caller: int | None = None) -> int:
+        """`caller` is the thread that writes (a writer that then dies fails an upload)."""
         raise BpfsError(f"{self.path}: not open for writing", errno.EBADF)
 
     def flush(self, caller: int | None) -> None:

@@ -333,3 +333,21 @@ def test_a_file_taken_back_and_copied_again_reads_as_the_new_one(make_mount, tmp
     cp(right, draft)
     time.sleep(1.2)  # the kernel's attribute and entry timeouts
     assert (m.path / "samples" / str(sample_id) / "x_R2.fastq").read_bytes() == right.read_bytes()
+
+
+def test_a_writer_killed_inside_a_group_fails_the_file(make_mount, tmp_path):
+    """`{ writer; cat b; } > f` where the writer is killed mid-file: the shell closes last and lives, but the
+    file was cut short by a process that wrote to it: never recorded complete."""
+    m = make_mount()
+    emu = m.emulator
+    b = make_file(tmp_path / "b.fastq", 1 * MiB)
+    name = unique("killedgroup")
+    target = m.path / "samples" / "new" / f"{name}.fastq"
+    killer = f"{sys.executable} -c 'import os, signal, sys; sys.stdout.buffer.write(os.urandom(9 << 20)); " \
+             "sys.stdout.flush(); os.kill(os.getpid(), signal.SIGKILL)'"
+    sh(f'{{ {killer}; cat "{b}"; }} > "{target}"')
+    wait_for(lambda: all(u["status"] != "in_progress" for u in uploads_with_key(emu, f"/{name}.fastq")),
+             timeout=30, what="the upload to end")
+    assert [u["status"] for u in uploads_with_key(emu, f"/{name}.fastq")] in ([], ["failed"])
+    assert samples_named(emu, name) == []
+    assert "was killed by signal 9" in m.log.read_text()

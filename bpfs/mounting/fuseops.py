@@ -99,7 +99,7 @@ class Operations(fuse.Operations):
 
     @_mapped
     def write(self, path: str, data: bytes, offset: int, fi) -> int:
-        return self.fs.write(fi.fh, data, offset)
+        return self.fs.write(fi.fh, data, offset, fuse.fuse_get_context()[2])
 
     @_mapped
     def flush(self, path: str, fi) -> int:

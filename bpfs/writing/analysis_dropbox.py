@@ -55,9 +55,9 @@ class RequestHandle(Handle):
     def read(self, size: int, offset: int) -> bytes:
         return self.file.content[offset:offset + size]
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, caller: int | None = None) -> int:
         if not self.writable:
-            return super().write(data, offset)
+            return super().write(data, offset, caller)
         return self.box.write(self.file, data, offset)
 
     def flush(self, caller: int | None) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.nodes import Entry, Handle, Subtree, directory
-from bpfs.processes import Processes
+from bpfs.processes import Processes, tgid
 from bpfs.remote.api import ApiClient
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
@@ -83,6 +83,7 @@ class DraftFile:
         self.mtime = time.time()
         self.kept_mtime: float | None = None  # set by utimens (cp -p, rsync -a): shown, so a re-run rsync skips it
         self.opener: int | None = None  # the thread that created it (FUSE reports threads)
+        self.writers: set[int] = set()  # the threads that wrote to it: one that dies mid-file fails it
         self.broken: BpfsError | None = None  # a write failed or was out of order: the file can only fail now
 
     @property
@@ -143,8 +144,8 @@ class DataHandle(Handle):
         super().__init__(file.path)
         self.box, self.file = box, file
 
-    def write(self, data: bytes, offset: int) -> int:
-        return self.box.write_data(self.file, data, offset)
+    def write(self, data: bytes, offset: int, caller: int | None = None) -> int:
+        return self.box.write_data(self.file, data, offset, caller)
 
     def read(self, size: int, offset: int) -> bytes:
         raise BpfsError(f"{self.path}: a file being uploaded cannot be read", errno.EBADF)
@@ -188,9 +189,9 @@ class MetaHandle(Handle):
     def read(self, size: int, offset: int) -> bytes:
         return bytes(self.buffer[offset:offset + size])
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, caller: int | None = None) -> int:
         if not self.writable:
-            return super().write(data, offset)
+            return super().write(data, offset, caller)
         return self.box.write_meta(self, data, offset)
 
     def flush(self, caller: int | None) -> None:
@@ -439,8 +440,10 @@ class SampleDropBox(Subtree):
         return DataHandle(self, f)
 
     # -- data --------------------------------------------------------------------------------------
-    def write_data(self, f: DraftFile, data: bytes, offset: int) -> int:
+    def write_data(self, f: DraftFile, data: bytes, offset: int, caller: int | None = None) -> int:
         with f.lock:
+            if caller:
+                f.writers.add(caller)
             if f.state != "writing":
                 raise BpfsError(f"{f.path}: the upload was already finished", errno.EBADF)
             if f.broken is not None:
@@ -468,13 +471,21 @@ class SampleDropBox(Subtree):
                 if f.state == "failed" and f.error is not None:
                     raise f.error
                 return
-            if not self._last_close(f, caller):
-                return
+            last = self._last_close(f, caller)
             death = self.processes.dying(caller)
-            if death is not None and f.broken is None:
+            # a process that wrote to the file and is dying (killed, or exiting with an error) left it cut
+            # short, even when another holder (the shell of `{ a; b; } > f`) closes it later
+            if death is not None and f.broken is None and (last or self._wrote(f, caller)):
                 f.broken = BpfsError(f"{f.path}: the writing process (pid {caller}) {death} before "
                                      "closing the file; the upload is aborted, not recorded as complete", errno.EIO)
-            self._finish(f)
+            if last:
+                self._finish(f)
+
+    def _wrote(self, f: DraftFile, caller: int | None) -> bool:
+        if not caller:
+            return False
+        mine = tgid(caller)
+        return any(tgid(writer) == mine for writer in f.writers)
 
     def _last_close(self, f: DraftFile, caller: int | None) -> bool:
         still_open = self.processes.still_open(f.path)
@@ -539,19 +550,26 @@ class SampleDropBox(Subtree):
         log.info("uploaded %s (%d bytes) as s3://%s/%s", path, size, self.bucket, f.key)
 
     def _fail(self, f: DraftFile, error: BpfsError, made: bool = False) -> None:
-        """Abort the object, mark the record failed, forget the file; delete a sample left with no file."""
+        """Abort the object, mark the record failed, forget the file; delete a sample left with no file.
+
+        When the object was made but its record could not be completed, the record's state is unknown (the
+        server may have applied a PUT whose answer was lost): the object is deleted only once the record
+        is marked failed; otherwise it stays, and the journal keeps the upload for the next mount to check."""
         log.error("%s", error)
         f.stream.abort()
-        if made:  # the object exists but its record could not be completed: don't leave it behind
+        marked = False
+        try:
+            self.records.end_upload(f.upload_id, f.key, "failed", f.stream.size, time.monotonic() - f.started)
+            marked = True
+        except BpfsError as exc:
+            log.error("could not mark upload %d failed: %s (the next mount checks it again)", f.upload_id, exc)
+        if made and marked:  # the record says failed: the object is garbage
             try:
                 self.objects.delete_object(self.bucket, f.key)
             except BpfsError as exc:
                 log.error("could not delete s3://%s/%s: %s", self.bucket, f.key, exc)
-        try:
-            self.records.end_upload(f.upload_id, f.key, "failed", f.stream.size, time.monotonic() - f.started)
+        if marked:
             self.journal.upload_ended(f.upload_id)
-        except BpfsError as exc:
-            log.error("could not mark upload %d failed: %s (the next mount retries)", f.upload_id, exc)
         f.state, f.error = "failed", error
         self._drop_failed(f)
 
