@@ -351,3 +351,62 @@ def test_json_rewrite_helper_sanity(emu):
     body = json.loads(urllib.request.urlopen(url, timeout=10).read())
     assert body["objects"] == []
 
+
+
+# -- paging and records without a usable count, the client alone ------------------------------------------------
+def _client(emulator):
+    from bpfs.remote.api import ApiClient
+    from bpfs.remote.config import parse_config
+
+    client = ApiClient(parse_config(emulator.config_v3(), environ={}))
+    client.whoami()
+    return client
+
+
+@pytest.mark.parametrize("meta", [None, {}, {"total_count": 1.5}, {"total_count": "many"}])
+def test_paging_without_a_usable_count_lists_everything(emu, meta):
+    def no_count(payload, _params):
+        payload["meta"] = meta
+        return payload
+
+    rewrite(emu, r"/analyses$", no_count)
+    assert len(_client(emu).analyses()) == len(emu.state.table("analyses"))
+
+
+def test_an_empty_first_page_that_announces_records_is_an_error(emu):
+    from bpfs.errors import RemoteError
+
+    def empty(payload, params):
+        if params.get("offset") == "0":
+            payload["objects"] = []
+        return payload
+
+    rewrite(emu, r"/analyses$", empty)
+    with pytest.raises(RemoteError, match="sends none"):
+        _client(emu).analyses()
+
+
+def test_an_absurd_number_costs_its_record_only():
+    """A 5000-digit number (more than Python reads as an int) stays text: its record is skipped, not the page."""
+    from bpfs.remote.api import ApiClient, parse_json
+    from bpfs.remote.config import parse_config
+    from bpfs.remote.records import Analysis
+
+    page = parse_json(b'[{"id": ' + b"9" * 5000 + b', "status": "x"}, {"id": 5, "workflow": ' + b"7" * 5000 +
+                      b'}, {"id": 6}]', "test")
+    client = ApiClient(parse_config({"api_v3": {"host": "h", "prefix": "/api/v3/", "username": "u", "key": "k"}},
+                                    environ={}))
+    assert [a.id for a in client.parsed("analysis", page, lambda r: Analysis.parse(r, "b"))] == [5, 6]
+
+
+def test_a_detail_without_its_file_list_is_an_error_not_an_empty_analysis(make_mount, emu):
+    def no_files(payload, _params):
+        payload.pop("files", None)
+        return payload
+
+    rewrite(emu, rf"/analyses/{ANALYSIS}$", no_files)
+    m = make_mount(emu=emu)
+    with pytest.raises(OSError) as raised:
+        os.listdir(m.path / "analyses" / str(ANALYSIS))
+    assert raised.value.errno == errno.EIO
+    assert "has no file list" in m.log.read_text()

@@ -188,8 +188,9 @@ class ApiClient:
             if total is not None and total > MAX_LIST_OBJECTS:
                 raise RemoteError(f"GET {resource}: the API claims {total} records; bpfs lists at most "
                                   f"{MAX_LIST_OBJECTS}")
-            if max_pages is None and total is not None:
-                max_pages = math.ceil(total / PAGE_SIZE) + 1  # what the count honestly needs, plus one
+            if max_pages is None:  # what the count honestly needs, plus one; without a count, the global cap
+                max_pages = math.ceil(total / PAGE_SIZE) + 1 if total is not None else \
+                    math.ceil(MAX_LIST_OBJECTS / PAGE_SIZE) + 1
             fresh = []
             for obj in page:
                 ident = _identity(obj)
@@ -199,12 +200,21 @@ class ApiClient:
             if page and not fresh:
                 raise RemoteError(f"GET {resource}: the API repeats records already listed at offset {offset} "
                                   "(it ignores offset?); listing stopped")
+            if not page and offset == 0 and total:
+                raise RemoteError(f"GET {resource}: the API announces {total} records but sends none")
             objects.extend(fresh)
             if len(objects) > MAX_LIST_OBJECTS:
                 raise RemoteError(f"GET {resource}: more than {MAX_LIST_OBJECTS} records; listing stopped")
-            if not page or total is None or len(objects) >= total:
-                return objects  # an empty page ends it even if total_count says more
-            if max_pages is not None and page_number >= max_pages:
+            if not page:
+                if total is not None and len(objects) < total:
+                    log.warning("GET %s: %d of the %d records announced (some were deleted while paging?)",
+                                resource, len(objects), total)
+                return objects
+            if total is None and len(page) < PAGE_SIZE:
+                return objects  # no usable count: a short page is the last one
+            if total is not None and len(objects) >= total:
+                return objects
+            if page_number >= max_pages:
                 raise RemoteError(f"GET {resource}: {page_number} pages did not deliver the {total} records the "
                                   "API announced; listing stopped")
             offset += min(len(page), PAGE_SIZE)  # a server may page fewer than asked, never more
@@ -267,8 +277,11 @@ class ApiClient:
         return self.parsed("analysis", self.list("analyses"), lambda r: Analysis.parse(r, self.config.bucket))
 
     def analysis(self, analysis_id: int) -> Analysis:
-        return self._detail("analysis", f"analyses/{analysis_id}",
-                            lambda r: Analysis.parse(r, self.config.bucket))
+        record = self._detail("analysis", f"analyses/{analysis_id}", lambda r: Analysis.parse(r, self.config.bucket))
+        if record.files is None:  # an analysis without files answers []: a detail without the list is broken
+            self.stats.add("bad_records")
+            raise RemoteError(f"GET analyses/{analysis_id}: the API's detail has no file list")
+        return record
 
     def _detail(self, kind: str, resource: str, parse: Callable[[dict], T]) -> T:
         body = self.get_json(resource)
@@ -322,9 +335,18 @@ def _log_problems(stats: Stats, kind: str, record: object) -> None:
                     redact("; ".join(problems))[:300])
 
 
+def _number(text: str) -> int | str:
+    """An integer in a reply; one too long for Python to read (over 4300 digits) stays text, so it costs only
+    the field it is in (a record with it as its id is skipped), not the whole reply."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def parse_json(content: bytes, where: str) -> Any:
     try:
-        return json.loads(content)
+        return json.loads(content, parse_int=_number)
     except RecursionError:
         raise RemoteError(f"{where}: the API answered JSON nested too deeply") from None
     except ValueError:

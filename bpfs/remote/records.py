@@ -24,11 +24,11 @@ def fk_id(value: object) -> int | None:
     if isinstance(value, dict):
         return fk_id(value.get("id") or value.get("resource_uri"))
     if isinstance(value, int):
-        return value if value > 0 else None
+        return value if 0 < value < 1 << 63 else None
     if not isinstance(value, str):
         return None
     text = value.rstrip("/").rsplit("/", 1)[-1]
-    if not text.isascii() or not text.isdigit() or text.startswith("0"):
+    if not text.isascii() or not text.isdigit() or text.startswith("0") or len(text) > 19:  # ids fit 64 bits
         return None
     return int(text)
 
@@ -281,6 +281,8 @@ class Analysis:
         files = raw.get("files")
         parsed = None
         problems: list[str] = []
+        if files is not None and not isinstance(files, list):
+            raise ValueError(f"its file list is not a list ({type(files).__name__})")
         if isinstance(files, list):
             parsed = tuple(f for f in _each(files, lambda x: AnalysisFile.parse(x, bucket), problems)
                            if f is not None)
