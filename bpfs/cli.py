@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bpfs import __version__
 from bpfs.errors import BpfsError
-from bpfs.logs import QUIET, setup_logging
+from bpfs.logs import DEFAULT_LOG, QUIET, setup_logging
 from bpfs.mounting.assembly import serve
 from bpfs.mounting.daemon import Readiness, daemonize
 from bpfs.mounting.mountpoints import check_fuse, check_mountpoint, mounted_fuse, unmount
@@ -128,6 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def check_log_file(log_file: str | None) -> Path:
+    """The log file, writable: a mistake here is one line now, not a daemon that dies unseen."""
+    path = Path(log_file or DEFAULT_LOG).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise BpfsError(f"cannot write the log file {path}: {exc.strerror}") from None
+    return path
+
+
 def one_line(text: str) -> str:
     """A message stays one line even when a path in it holds a newline."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
@@ -140,9 +152,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     check_fuse()
     for warning in config.warnings:
         print(f"bpfs: warning: {warning}", file=sys.stderr)
+    log_path = check_log_file(args.log_file)
     readiness = Readiness(None) if args.foreground else daemonize()  # before any thread or socket exists
-    log_path = setup_logging(args.log_file, args.debug, [config.api_key, config.aws_secret or ""],
-                             stderr=args.foreground)
+    setup_logging(str(log_path), args.debug, [config.api_key, config.aws_secret or ""], stderr=args.foreground)
     for warning in config.warnings:
         log.warning(warning)
     try:

@@ -410,3 +410,23 @@ def test_a_detail_without_its_file_list_is_an_error_not_an_empty_analysis(make_m
         os.listdir(m.path / "analyses" / str(ANALYSIS))
     assert raised.value.errno == errno.EIO
     assert "has no file list" in m.log.read_text()
+
+
+def test_an_api_reply_that_trickles_is_cut_at_the_bound(emu):
+    """A server that sends its answer a byte a second never trips a socket timeout; the call's bound holds."""
+    from bpfs.errors import RemoteError
+    from bpfs.remote.api import ApiClient
+    from bpfs.remote.config import parse_config
+
+    data = emu.config_v3()
+    data["api_v3"]["timeout"] = 2
+    client = ApiClient(parse_config(data, environ={}))
+    client.whoami()
+    emu.faults_api.add(method="GET", path=r"/genomes$", trickle=1.0, times=None)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RemoteError, match="took more than"):
+            client.genomes()
+    finally:
+        emu.faults_api.clear()
+    assert time.monotonic() - started < client.bound + 3 and client.bound == 2 * (5 + 2) + 2

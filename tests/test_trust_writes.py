@@ -351,3 +351,18 @@ def test_a_writer_killed_inside_a_group_fails_the_file(make_mount, tmp_path):
     assert [u["status"] for u in uploads_with_key(emu, f"/{name}.fastq")] in ([], ["failed"])
     assert samples_named(emu, name) == []
     assert "was killed by signal 9" in m.log.read_text()
+
+
+def test_rsync_of_a_directory_with_its_sample_json(make_mount, tmp_path):
+    m = make_mount()
+    emu = m.emulator
+    src = tmp_path / unique("rsmeta")
+    src.mkdir()
+    (src / "sample.json").write_text('{"genome": "mm10", "datatype": "chip-seq"}')
+    make_file(src / "m_R1.fastq", 1000)
+    result = subprocess.run(["rsync", "-a", str(src), str(m.path / "samples" / "new")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    sample = the_sample(emu, src.name)
+    assert sample["datatype"] == "chip-seq" and emu.state.genomes[sample["genome"]]["name"] == "mm10"
+    assert [u["key"].rsplit("/", 1)[-1] for u in uploads_of(emu, sample["id"])] == ["m_R1.fastq"]

@@ -381,6 +381,8 @@ class ApiServer:
             params = dict(parse_qsl(query, keep_blank_values=True))
             for transform in list(self.transforms):
                 payload = transform(method, path, params, status, payload)
+        if fault is not None and fault.trickle:
+            headers = {**headers, "X-Emulator-Trickle": str(fault.trickle)}
         return status, payload, headers, fault.drop_after if fault is not None else None
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -703,6 +705,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            return
+        trickle = headers.get("X-Emulator-Trickle")
+        if data and trickle:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(float(trickle))
             return
         if data:
             self.wfile.write(data)

@@ -23,6 +23,7 @@ class Fault:
     code: str | None = None  # S3 error code (SlowDown, InvalidObjectState, AccessDenied ...) or API message
     delay: float = 0.0  # sleep this long before answering (a stalled server)
     drop_after: int | None = None  # send headers and this many body bytes, then close the connection
+    trickle: float | None = None  # send the body one byte every this many seconds (a server that crawls)
     headers: dict[str, str] | None = None  # extra response headers with `status` (a redirect's Location)
     times: int | None = 1  # how many requests it applies to; None = until cleared
     hits: int = field(default=0, init=False)

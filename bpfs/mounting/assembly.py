@@ -19,6 +19,7 @@ from bpfs.options import MountOptions
 from bpfs.processes import Processes
 from bpfs.reading.disk_cache import DiskCache, DiskCacheConfig
 from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
+from bpfs.redact import register
 from bpfs.remote.api import ApiClient
 from bpfs.remote.config import Config
 from bpfs.remote.s3 import ObjectClient
@@ -56,6 +57,7 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
     stats = stats or Stats()
     if api is None:
         api, config = connect(config, stats)
+    register(config.aws_secret, config.api_key)  # a secret the server sent (v3 "cli") is kept out of output too
     if objects is None:
         objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
                                read_timeout=options.s3_timeout)
@@ -82,7 +84,9 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
             samples_box.records.defaults()  # genome= and default_workflow= must exist on the server
         except BpfsError as exc:
             raise ConfigError(str(exc)) from None
-        threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
+    # uploads a dead daemon left half-done are cleaned up by the next mount of the account, -o ro too: the
+    # cleanup finishes bpfs's own work, it writes nothing of the user's
+    threading.Thread(target=journal.recover, args=(api, objects), name="bpfs-recover", daemon=True).start()
     analyses_box = AnalysisDropBox(AnalysisRequests(api, catalog), stats, processes, ro=options.ro)
     tree = Namespace(catalog, objects, readers, stats, ro=options.ro, allow_delete=options.allow_delete,
                      deleters={"samples": samples_box.delete_sample, "analyses": analyses_box.delete},

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -28,6 +29,7 @@ from bpfs.redact import redact
 from bpfs.remote.config import Config
 from bpfs.remote.dialects import Dialect, dialect_for
 from bpfs.remote.records import Analysis, Genome, Sample, Workflow, fk_id
+from bpfs.remote.watchdog import Watchdog, cut
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.api")
@@ -78,6 +80,7 @@ class ApiClient:
         self.session.headers["User-Agent"] = "bpfs"
         self.auth = {"username": config.username, "api_key": config.api_key}
         self.user: dict | None = None
+        self.watchdog = Watchdog()
 
     # -- transport ---------------------------------------------------------------------------------
     @property
@@ -119,29 +122,51 @@ class ApiClient:
 
     def exchange(self, method: str, resource: str, url: str, query: dict, body: Any) -> tuple[Reply, bytes]:
         """The transport: one HTTP request, its reply and body. The only method a fake client replaces."""
+        started = time.monotonic()
         try:
             response = self.session.request(method, url, params=query, json=body, stream=True,
                                             allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
             with response:
-                content = self._read_body(method, resource, response)
+                content = self._read_body(method, resource, response, started + self.bound)
         except requests.RequestException as exc:
             self.stats.add("api_errors")
             raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
                               f"{unreachable_reason(exc, self.config.timeout)}") from None
         return Reply(response.status_code, response.headers, response.is_redirect), content
 
-    def _read_body(self, method: str, resource: str, response: requests.Response) -> bytes:
+    @property
+    def bound(self) -> float:
+        """The longest one call may take, as the README says: its attempts, then its reply."""
+        return (READ_RETRIES + 1) * (CONNECT_TIMEOUT + self.config.timeout) + 2
+
+    def _read_body(self, method: str, resource: str, response: requests.Response, deadline: float) -> bytes:
+        """The reply body, at most MAX_BODY bytes, by the deadline: a server that trickles a reply is cut off."""
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
             raise RemoteError(f"{method} {resource}: the API sent {int(declared)} bytes, more than the "
                               f"{MAX_BODY >> 20} MiB bpfs accepts in one reply")
+        raw = response.raw
+        token = self.watchdog.arm(deadline, lambda: cut(raw))
         chunks, size = [], 0
-        for chunk in response.iter_content(1 << 16):
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise RemoteError(f"{method} {resource}: the API sent more than the {MAX_BODY >> 20} MiB "
-                                  "bpfs accepts in one reply")
-            chunks.append(chunk)
+        try:
+            while True:
+                try:
+                    chunk = raw.read1(1 << 16, decode_content=True)  # as requests would: gzip undone
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    if time.monotonic() < deadline:
+                        raise RemoteError(f"{method} {resource}: the API's answer broke off ({exc})") from None
+                    chunk = b""
+                if time.monotonic() > deadline:
+                    raise RemoteError(f"{method} {resource}: the API's answer took more than {self.bound:.0f} s")
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise RemoteError(f"{method} {resource}: the API sent more than the {MAX_BODY >> 20} MiB "
+                                      "bpfs accepts in one reply")
+                chunks.append(chunk)
+        finally:
+            self.watchdog.disarm(token)
         return b"".join(chunks)
 
     def _follow(self, method: str, resource: str, url: str, response: Reply) -> str:

@@ -18,6 +18,7 @@ from bpfs.errors import ConfigError
 DEFAULT_PATH = Path("~/.basepair/config.json")
 DEFAULT_TIMEOUT = 10.0
 MAX_CONFIG = 1 << 20  # a dashboard config is under 1 KB
+MAX_TIMEOUT = 600.0  # seconds an API call may wait for an answer: longer would look like a hang
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,17 @@ def _parse_v3(data: dict, source: str) -> Config:
     scheme = "https" if api.get("ssl", True) else "http"
     try:
         timeout = float(int(api.get("timeout", DEFAULT_TIMEOUT)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         timeout = DEFAULT_TIMEOUT  # the official client falls back to 10 s too
+    if not 1 <= timeout <= MAX_TIMEOUT:
+        raise ConfigError(f"{source}: api_v3.timeout {api.get('timeout')!r} is not a number of seconds from 1 to "
+                          f"{MAX_TIMEOUT:.0f}")
     config = Config(
         dialect="v3",
         base_url=f"{scheme}://{host.rstrip('/')}{prefix}",
         username=username,
         api_key=key,
-        timeout=timeout if timeout > 0 else DEFAULT_TIMEOUT,
+        timeout=timeout,
         fetch_storage=bool(api.get("cli")),
         source=source,
     )

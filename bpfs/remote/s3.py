@@ -11,10 +11,7 @@ connect + read timeout, so a read gives up within 3 × (5 s + s3_timeout). Other
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +23,7 @@ from cachetools import LRUCache
 
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.remote.config import Config
+from bpfs.remote.watchdog import Watchdog, cut
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.s3")
@@ -58,49 +56,6 @@ _CONNECT_ERRORS = (
 )
 
 
-class Watchdog:
-    """One thread that runs a callback when its deadline passes, unless disarmed first: it cuts a
-    response body that trickles bytes too slowly for any socket timeout to fire."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._armed: set[int] = set()
-        self._ids = itertools.count()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def arm(self, deadline: float, callback: Callable[[], None]) -> int:
-        token = next(self._ids)
-        with self._cond:
-            heapq.heappush(self._heap, (deadline, token, callback))
-            self._armed.add(token)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="bpfs-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return token
-
-    def disarm(self, token: int) -> None:
-        with self._cond:
-            self._armed.discard(token)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._heap and self._heap[0][1] not in self._armed:
-                    heapq.heappop(self._heap)  # disarmed ones
-                wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                if wait is None or wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                _, token, callback = heapq.heappop(self._heap)
-                self._armed.discard(token)
-            try:
-                callback()
-            except Exception:  # noqa: BLE001 - a watchdog must outlive what it watches
-                log.debug("watchdog callback failed", exc_info=True)
-
-
 def _reader(body: object, response: dict) -> Callable[[memoryview], int]:
     """How to read a body into our buffer. Plain bodies go from the socket straight into it (http.client's
     readinto, under urllib3, which would read into a temporary and copy); anything else through botocore."""
@@ -127,15 +82,6 @@ def _finish(body: object, complete: bool) -> None:
         except Exception:  # noqa: BLE001 - fall back to closing
             pass
     body.close()  # type: ignore[attr-defined]
-
-
-def _cut(body: object) -> None:
-    """Shut down the socket under a botocore body (the path botocore's own set_socket_timeout takes)."""
-    try:
-        sock = body._raw_stream._fp.fp.raw._sock  # type: ignore[attr-defined]
-        sock.shutdown(socket.SHUT_RDWR)
-    except (AttributeError, OSError):
-        pass
 
 
 class ObjectClient:
@@ -223,7 +169,8 @@ class ObjectClient:
             read_into = _reader(body, response)
             promised = position + int(response.get("ContentLength") or 0)  # where this answer says it ends
             mark = position  # progress counts in PROGRESS_BYTES steps: a trickle of bytes is a stall
-            token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, lambda body=body: _cut(body))
+            stalled = lambda body=body: cut(getattr(body, "_raw_stream", None))  # noqa: E731
+            token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
             try:
                 while position < end:
                     got = read_into(view[position - start:min(end, position + BODY_CHUNK) - start])
@@ -237,8 +184,7 @@ class ObjectClient:
                         # enough arrived in time: a new stall bound starts now
                         mark, progress = position, time.monotonic()
                         self.watchdog.disarm(token)
-                        token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout,
-                                                  lambda body=body: _cut(body))
+                        token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
             except _BODY_ERRORS as exc:
                 self.stats.add("s3_errors")
                 last = exc

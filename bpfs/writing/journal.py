@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bpfs.errors import BpfsError, NotFound
 
@@ -33,7 +34,9 @@ def default_directory() -> Path:
 
 
 def account_key(base_url: str, username: str) -> str:
-    return hashlib.sha256(f"{base_url}\0{username}".encode()).hexdigest()[:16]
+    """One account whichever dialect reaches it: the host and the user, not the API version's prefix."""
+    parts = urlsplit(base_url)
+    return hashlib.sha256(f"{parts.hostname}:{parts.port}\0{username}".encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -286,7 +286,7 @@ class SampleDropBox(Subtree):
             raise NotFound(f"{path}: no such file")
         draft = self._draft_dir(parts[0])
         with draft.lock:
-            if parts[1] == META_NAME and draft.meta_text is not None:
+            if upload_name(parts[1]) == META_NAME and draft.meta_text is not None:
                 return draft, None, True
             found = draft.files.get(parts[1])
         if found is None:
@@ -307,7 +307,7 @@ class SampleDropBox(Subtree):
             single = draft.single_file()
             found = single.entry() if single is not None else None
         elif draft is not None and draft.is_dir:
-            found = draft.listing().get(parts[1])
+            found = draft.listing().get(META_NAME if upload_name(parts[1]) == META_NAME else parts[1])
         if found is None:
             raise NotFound(f"{path}: no such file or directory")
         return found
@@ -367,7 +367,7 @@ class SampleDropBox(Subtree):
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
-            if parts[1] == META_NAME:
+            if upload_name(parts[1]) == META_NAME:  # sample.json, or rsync's .sample.json.XXXXXX for it
                 return self._open_meta(draft, truncate=True)
             return self._create_file(draft, parts[1], caller)
         name = parts[0]
@@ -673,6 +673,9 @@ class SampleDropBox(Subtree):
                          found.key)
                 with draft.lock:
                     draft.completed -= 1
+                    emptied = draft.completed == 0 and draft.sample_id is not None
+                if emptied:  # no complete file left: a crash now must not leave the sample behind
+                    self.journal.sample_created(draft.sample_id)
             with draft.lock:
                 if draft.files.get(found.name) is found:
                     del draft.files[found.name]
@@ -714,6 +717,8 @@ class SampleDropBox(Subtree):
     def truncate(self, path: str, length: int) -> None:
         self._writing(path, "truncate")
         draft, found, is_meta = self._resolve(path)
+        if is_meta and length > META_LIMIT:
+            raise logged_error(f"{path}: sample.json is limited to {META_LIMIT} bytes", errno.EFBIG)
         if is_meta:
             with draft.lock:
                 text = draft.meta_text or b""
@@ -748,6 +753,8 @@ class SampleDropBox(Subtree):
                 self._drafts[pn[0]] = draft
             return
         draft = self._draft_dir(po[0])
+        if upload_name(po[1]) == META_NAME and pn[1] == META_NAME:
+            return  # rsync's temporary sample.json was sample.json all along
         if META_NAME in (po[1], pn[1]):
             raise logged_error(f"{old} -> {new}: sample.json cannot be renamed", errno.EPERM)
         _, found, _ = self._resolve(old)
