@@ -25,7 +25,7 @@ from bpfs.remote.config import Config
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 from bpfs.tree.catalog import Catalog, CatalogConfig
-from bpfs.tree.namespace import Namespace
+from bpfs.tree.namespace import HEAD_WORKERS, Namespace
 from bpfs.writing.analyses import AnalysisRequests
 from bpfs.writing.analysis_dropbox import AnalysisDropBox
 from bpfs.writing.journal import UploadJournal, account_key
@@ -37,6 +37,7 @@ from bpfs.writing.upload import UploadConfig
 log = logging.getLogger("bpfs")
 
 DEFAULT_CACHE_DIR = "~/.cache/bpfs/blocks"
+FUSE_THREADS = 16  # libfuse's worker threads that may each fetch inline at once (max_idle_threads=10, bursts)
 
 
 def connect(config: Config, stats: Stats) -> tuple[ApiClient, Config]:
@@ -59,8 +60,10 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
         api, config = connect(config, stats)
     register(config.aws_secret, config.api_key)  # a secret the server sent (v3 "cli") is kept out of output too
     if objects is None:
-        objects = ObjectClient(config, stats, max_connections=max(16, options.readers * 2),
-                               read_timeout=options.s3_timeout)
+        uploads = UploadConfig()
+        objects = ObjectClient(config, stats, read_timeout=options.s3_timeout,
+                               max_connections=options.readers + FUSE_THREADS,
+                               other_connections=HEAD_WORKERS + uploads.max_parts + FUSE_THREADS)
     catalog = Catalog(api, stats, CatalogConfig(list_ttl=options.list_ttl, running_ttl=options.running_ttl))
     disk = None
     if options.disk_cache:

@@ -85,6 +85,11 @@ def render_status(mountpoint: str, stats: dict, previous: dict | None = None, in
     hits, misses = get("cache_hits", 0), get("cache_misses", 0)
     share = f" ({100 * hits / (hits + misses):.0f}% hits)" if hits + misses else ""
     lines.append(f"  cache      {hits} hits, {misses} misses{share}")
+    disk = get("disk_cache")
+    if disk:
+        lines.append(f"  disk cache {get('disk_hits', 0)} hits, {get('disk_misses', 0)} misses, "
+                     f"{_bytes(disk.get('bytes_on_disk', 0))} of {_bytes(disk.get('limit', 0))} on disk, "
+                     f"{get('disk_evictions', 0)} evicted, {get('disk_corrupt', 0)} damaged blocks dropped")
     uploads = get("uploads", []) or []
     lines.append(f"  uploads    {get('uploads_completed', 0)} completed, {get('uploads_failed', 0)} failed, "
                  f"{len(uploads)} in flight, {_bytes(get('bytes_uploaded', 0))} sent")

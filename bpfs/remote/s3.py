@@ -88,15 +88,18 @@ class ObjectClient:
     """The only place that talks to S3; one instance is shared by all handles (boto3 clients are thread-safe)."""
 
     def __init__(self, config: Config, stats: Stats | None = None, max_connections: int = 32,
-                 read_timeout: float = READ_TIMEOUT) -> None:
+                 read_timeout: float = READ_TIMEOUT, other_connections: int = 32) -> None:
+        """`max_connections`: GETs that may run at once (read-ahead workers plus reads fetched inline);
+        `other_connections`: HEADs and upload requests. Each pool holds all of its own, so none is dropped
+        ("Connection pool is full") and opened again."""
         self.stats = stats or Stats()
 
-        def boto_config(attempts: int) -> BotoConfig:
+        def boto_config(attempts: int, connections: int) -> BotoConfig:
             return BotoConfig(
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=read_timeout,
                 retries={"mode": "standard", "max_attempts": attempts},
-                max_pool_connections=max_connections,
+                max_pool_connections=connections,
                 # S3-compatible servers (MinIO, Ceph, proxies) often reject the aws-chunked CRC uploads
                 # that botocore sends by default; real AWS accepts plain bodies too.
                 request_checksum_calculation="when_required",
@@ -109,8 +112,9 @@ class ObjectClient:
             kwargs = {"aws_access_key_id": config.aws_id, "aws_secret_access_key": config.aws_secret}
         session = boto3.session.Session()
         where = {"region_name": config.region or "us-east-1", "endpoint_url": config.endpoint_url or None}
-        self.client = session.client("s3", config=boto_config(MAX_ATTEMPTS), **where, **kwargs)
-        self.get_client = session.client("s3", config=boto_config(1), **where, **kwargs)  # GETs retry here
+        self.client = session.client("s3", config=boto_config(MAX_ATTEMPTS, other_connections), **where, **kwargs)
+        self.get_client = session.client("s3", config=boto_config(1, max_connections), **where,  # retried here
+                                         **kwargs)
         self.read_timeout = read_timeout
         self.get_budget = 2 * (CONNECT_TIMEOUT + read_timeout)  # new attempts start only this long after progress
         self.read_bound = self.get_budget + CONNECT_TIMEOUT + read_timeout  # the longest a read waits without data
