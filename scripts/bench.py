@@ -1,29 +1,49 @@
 #!/usr/bin/env python3
-"""bpfs benchmark: a real mount of the emulator against boto3 on the same S3 server, in one run.
+"""bpfs benchmark: a real mount of the emulator against boto3 (and, with --peers, s3fs and rclone) on the
+same S3 server, in one run.
 
-    .venv/bin/python scripts/bench.py            # full run: 5 rounds, 256 MiB, ~50 MB BAM, 1 GiB stream
-    .venv/bin/python scripts/bench.py --quick    # smoke run with small sizes (a minute or less)
+    .venv/bin/python scripts/bench.py            # full run: 5 rounds, 256 MiB, ~50 MB BAM, 1 GiB stream/re-read
+    .venv/bin/python scripts/bench.py --quick    # smoke run: 2 rounds, 32 MiB, ~5 MB BAM, 64 MiB stream/re-read
+    .venv/bin/python scripts/bench.py --s3-latency-ms 20 --s3-mbps 100      # on an S3-like link
+    .venv/bin/python scripts/bench.py --peers --as-user nobody              # + s3fs, rclone; + a normal user
 
-What it does (see scripts/README.md for the reading of the table):
+What it does (scripts/README.md says how to read the tables):
 
-* starts the bundled emulator in a child process (its S3 server is a Python threaded HTTP server:
-  in our own process it would share a GIL with the boto3 baseline but not with the bpfs daemon,
-  which could skew the comparison), adds one completed "benchmark" analysis to the demo account
-  whose files are the benchmark objects, then mounts the account with `bpfs mount --foreground`;
-* alternates the order bpfs / baseline every round, reports medians and ratios against the
-  baseline measured in the same run (the machines are shared and noisy);
-* counts S3 bytes with the mount's own counters (`.bpfs/stats`) and the emulator's S3 counters,
-  waiting before and after each measurement until the daemon's counters stop moving (prefetches
-  outlive the reader that started them; their bytes are charged to it), and makes every read
-  really reach the daemon: the kernel page cache of a mounted file is dropped with
-  posix_fadvise(DONTNEED) (or `--drop-caches`, root only), and the tests that must be cold in the
-  daemon's own extent cache too (sequential, TTFB, head, samtools) use a fresh object every round;
-* always unmounts (fusermount3 -u, then -uz), stops the daemon and the emulator, removes its files,
-  also on Ctrl-C.
+* starts the bundled emulator in a child process (its S3 server is a Python threaded HTTP server: in our
+  own process it would share a GIL with the boto3 baseline but not with the bpfs daemon, which could skew
+  the comparison), adds one completed "benchmark" analysis to the demo account whose files are the objects
+  the chosen sections read, optionally shapes the link (`--s3-latency-ms`: every request waits that long
+  before the server answers or reads an upload body; `--s3-mbps`: every GET body and every PUT/UploadPart
+  body moves at most that fast, per request), then mounts the account with `bpfs mount --foreground`
+  (with -o allow_other under --as-user), and with --peers mounts s3fs and rclone read-only on the bucket;
+* runs the sections in a fixed order: stream, ttfb, head, random, samtools, sequential, reread, write
+  (`--only` picks a subset; the order stays). Every section but stream runs `--rounds` rounds (default 5,
+  --quick 2). Where a section has several sides (bpfs, boto3, the peers, the user; or 2nd read and local
+  file) the order of the sides alternates every round (A B C, then C B A), and the table shows medians
+  of the per-round values and of the per-round ratios: the machines are shared and noisy;
+* before and after every measurement waits until the S3 counters stop moving for 0.3 s: the bpfs
+  daemon's (`.bpfs/stats`, when a bpfs mount is measured) and the emulator's. Prefetches outlive the
+  reader that started them; their bytes are charged to it;
+* keeps reads cold: sequential, ttfb, head and samtools read an object no daemon has read before (one per
+  round; the peers read the same per-round objects, their own caches being cold). The page cache of the
+  emulator's object files is warmed first, so its S3 server answers from memory for everyone. The
+  kernel's page cache of a mounted file is dropped with posix_fadvise(DONTNEED) before each sequential
+  and random read (every side, every round), or with --drop-caches by `echo 3 > drop_caches` (root)
+  followed by re-warming the object. head, ttfb, samtools and stream drop nothing (their objects are
+  new to the kernel too). reread drops the page cache of the disk-cache files and of the local copy
+  before the reads that use them;
+* reread: each round, a fresh cache directory, a fresh mount with -o disk_cache=2x+64M,cache_dir=...
+  reads the 1 GiB object (cold); the benchmark waits until the disk cache writer's counters
+  (disk_writes, disk_dropped, disk_full) stay still for 1 s, unmounts, drops the cache files' pages,
+  mounts again on the same directory and reads the object again; the local side reads a copy of the
+  object on local disk (pages dropped) with the same 1 MiB read loop;
+* always unmounts every mount it made (fusermount3 -u, then -uz; then waits for the daemon and kills it by
+  its PID if it does not exit), stops the emulator and removes its files, also on Ctrl-C.
 
 The goals are the issue's (benchmark goals, not test assertions): sequential >= 1.0x one direct GET,
 TTFB <= 2x one direct GET, 200 random 4 KiB reads fetch <= 10 x 800 KiB, a samtools region query
-fetches <= 5 % of the BAM, daemon RSS < 200 MB while streaming 1 GiB.
+fetches <= 5 % of the BAM, daemon RSS < 200 MB while streaming 1 GiB; the disk cache's: a re-read after
+a remount fetches 0 S3 bytes and runs >= 2x the cold read on the S3-like link.
 """
 
 from __future__ import annotations
@@ -69,11 +89,104 @@ def _write_random(path: pathlib.Path, size: int, chunk: int = 8 * MiB) -> None:
             left -= n
 
 
+def _install_bucket_listing() -> None:
+    """Teach the emulator's S3 server ListObjects (v1 and v2) and HeadBucket, for the peers only.
+
+    s3fs and rclone find files by listing the bucket (with delimiter "/"), which the emulator does not
+    implement (bpfs never lists S3: the Basepair API says what exists). The emulator's own code may not
+    change for the benchmark, so the benchmark's emulator process wraps the request router instead: a GET
+    or HEAD on a bucket (no key) is answered here, everything else goes to the emulator as before. It runs
+    on the emulator's handler, so it pays the same `latency` and counts into the same stats."""
+    from urllib.parse import quote, unquote
+
+    from bpfs.emulator import s3protocol as proto
+    from bpfs.emulator import s3server
+
+    def list_bucket(handler: Any, bucket: str, q: dict[str, str]) -> None:
+        store = handler.server.s3.store
+        if not store.bucket_exists(bucket):
+            raise proto.S3Error(404, "NoSuchBucket", "The specified bucket does not exist", {"BucketName": bucket})
+        if handler.command == "HEAD":
+            return handler._respond(200)
+        if "location" in q:
+            return handler._respond(200, proto.xml_doc("LocationConstraint", ""))
+        unknown = set(q) - {"list-type", "prefix", "delimiter", "max-keys", "marker", "continuation-token",
+                            "start-after", "encoding-type", "fetch-owner"}
+        if unknown:
+            raise proto.S3Error(501, "NotImplemented", f"GET ?{'&'.join(sorted(unknown))} on a bucket")
+        v2 = q.get("list-type") == "2"
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        try:
+            max_keys = max(0, min(1000, int(q.get("max-keys", "1000"))))
+        except ValueError:
+            raise proto.S3Error(400, "InvalidArgument", "max-keys is not an integer") from None
+        after = (q.get("continuation-token") or q.get("start-after", "")) if v2 else q.get("marker", "")
+        url = q.get("encoding-type") == "url"
+
+        def enc(text: str) -> str:
+            return quote(text, safe="/") if url else text
+
+        contents: list[str] = []
+        prefixes: list[str] = []
+        truncated, last = False, ""
+        for key in store.keys(bucket, prefix):
+            if key <= after:
+                continue
+            entry = key
+            if delimiter and (i := key.find(delimiter, len(prefix))) >= 0:
+                entry = key[: i + len(delimiter)]
+                if entry <= after or (prefixes and prefixes[-1] == entry):
+                    continue
+            if len(contents) + len(prefixes) >= max_keys:
+                truncated = True
+                break
+            (contents if entry is key else prefixes).append(entry)
+            last = entry
+        el = proto.xml_el
+        parts = [el("Name", bucket), el("Prefix", enc(prefix))]
+        if v2:
+            parts.append(el("KeyCount", len(contents) + len(prefixes)))
+            if "continuation-token" in q:
+                parts.append(el("ContinuationToken", q["continuation-token"]))
+            if "start-after" in q:
+                parts.append(el("StartAfter", enc(q["start-after"])))
+        else:
+            parts.append(el("Marker", enc(q.get("marker", ""))))
+        parts.append(el("MaxKeys", max_keys))
+        if delimiter:
+            parts.append(el("Delimiter", enc(delimiter)))
+        if url:
+            parts.append(el("EncodingType", "url"))
+        parts.append(el("IsTruncated", "true" if truncated else "false"))
+        if truncated:
+            parts.append(el("NextContinuationToken", last) if v2 else el("NextMarker", enc(last)))
+        for key in contents:
+            info = store.info(bucket, key)
+            parts.append("<Contents>" + el("Key", enc(key)) + el("LastModified", proto.iso_time(info.last_modified))
+                         + el("ETag", info.etag) + el("Size", info.size) + el("StorageClass", info.storage_class)
+                         + "</Contents>")
+        parts += [f"<CommonPrefixes>{el('Prefix', enc(p))}</CommonPrefixes>" for p in prefixes]
+        handler._respond(200, proto.xml_doc("ListBucketResult", "".join(parts)))
+
+    route = s3server._Handler._route
+
+    def route_with_listing(self: Any, raw_path: str, q: dict[str, str], fault: Any) -> None:
+        bucket, _, key = raw_path.lstrip("/").partition("/")
+        if not key and self.command in ("GET", "HEAD"):
+            return list_bucket(self, unquote(bucket), q)
+        return route(self, raw_path, q, fault)
+
+    s3server._Handler._route = route_with_listing
+
+
 def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
     """Run the emulator with the benchmark objects until the parent says stop (or goes away)."""
     os.setsid()  # Ctrl-C at the terminal reaches the parent only; the parent stops us in order
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from bpfs.emulator import Emulator, genomics
+
+    if spec.get("listing"):
+        _install_bucket_listing()
 
     root = pathlib.Path(data_dir)
     staging = root / "staging"
@@ -106,22 +219,35 @@ def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
             _write_random(path, size)
             add(name, path, ["bench", "bin"])  # a path is moved into the store, not copied
 
-        add_random("random.bin", spec["size"])
-        add_random("stream.bin", spec["stream_size"])
+        sections = set(spec["sections"])  # only the objects the chosen sections read
+        if "random" in sections:
+            add_random("random.bin", spec["size"])
+        if "stream" in sections:
+            add_random("stream.bin", spec["stream_size"])
+        if "reread" in sections:
+            add_random("reread.bin", spec["stream_size"])  # read by its own mounts, with the disk cache on
         for r in range(spec["rounds"]):
             # one object per round for everything that must start cold in the daemon's extent cache too
             # (cache_mb=128 would otherwise serve half of a 256 MiB re-read)
-            add_random(f"seq_r{r}.bin", spec["size"])
-            add_random(f"ttfb_r{r}.bin", spec["small_size"])
-            add_random(f"head_r{r}.bin", spec["small_size"])
-        bam, bai = genomics.make_bam(spec["bam_seed"], spec["bam_reads"])
-        for r in range(spec["rounds"]):  # one copy per round: every region query starts cold in the daemon too
-            add(f"region_r{r}.bam", bam, ["bam"])
-            add(f"region_r{r}.bam.bai", bai, ["bai"])
-        del bam, bai
+            if "sequential" in sections:
+                add_random(f"seq_r{r}.bin", spec["size"])
+                if spec.get("as_user"):
+                    add_random(f"sequ_r{r}.bin", spec["size"])  # the same mount's sequential read as another user
+            if "ttfb" in sections:
+                add_random(f"ttfb_r{r}.bin", spec["small_size"])
+            if "head" in sections:
+                add_random(f"head_r{r}.bin", spec["small_size"])
+        if "samtools" in sections:
+            bam, bai = genomics.make_bam(spec["bam_seed"], spec["bam_reads"])
+            for r in range(spec["rounds"]):  # one copy per round: every region query starts cold in every daemon
+                add(f"region_r{r}.bam", bam, ["bam"])
+                add(f"region_r{r}.bam.bai", bai, ["bai"])
+            del bam, bai
+        if not files:
+            add("empty.txt", b"", ["bench"])  # the analysis must have a file for its directory to exist
         if spec.get("s3_latency"):
-            emu.faults_s3.add(method="GET", delay=spec["s3_latency"], times=None)
-        if spec.get("s3_mbps"):
+            emu.s3.latency = spec["s3_latency"]  # every request, uploads included
+        if spec.get("s3_mbps"):  # each GET body, and each PUT/UploadPart body
             emu.s3.bandwidth = spec["s3_mbps"] * 1e6
         config = emu.write_config(root / "config-v3.json", dialect="v3")
         conn.send({
@@ -205,20 +331,27 @@ def is_mounted(path: pathlib.Path) -> bool:
         return any(len(f) > 1 and f[1].replace("\\040", " ") == target for f in (line.split() for line in mounts))
 
 
-class Mount:
-    def __init__(self, workdir: pathlib.Path, config: str, options: list[str]) -> None:
-        self.path = workdir / "mnt"
+LIVE: list[FuseProcess] = []  # every FUSE daemon started and not yet stopped: run() stops them all at the end
+
+
+class FuseProcess:
+    """A FUSE daemon in the foreground, in its own session (Ctrl-C reaches only the benchmark, which then
+    unmounts in order), mounted at workdir/NAME; its output goes to workdir/NAME-stderr.txt."""
+
+    label = "fuse"
+
+    def __init__(self, workdir: pathlib.Path, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.path = workdir / name
         self.path.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "bpfs.log"
-        self.output = open(workdir / "bpfs-stderr.txt", "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "bpfs", "mount", str(self.path), "-c", config, "--foreground",
-               "--log-file", str(self.log)]
-        for option in options:
-            cmd += ["-o", option]
-        # its own session: Ctrl-C reaches only the benchmark, which then unmounts in order
-        self.proc = subprocess.Popen(cmd, stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.stderr_path = workdir / f"{name}-stderr.txt"
+        self.output = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=env)
         self.pid = self.proc.pid
-        self.stats_served = 0
+        self.stopped = False
+        LIVE.append(self)
 
     def wait_live(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -228,10 +361,51 @@ class Mount:
                     os.listdir(self.path)
                     return
             if self.proc.poll() is not None:
-                tail = (self.path.parent / "bpfs-stderr.txt").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"bpfs exited with status {self.proc.returncode} before mounting:\n{tail}")
+                tail = self.stderr_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.label} exited with status {self.proc.returncode} before mounting:\n{tail}")
             time.sleep(0.05)
-        raise RuntimeError(f"{self.path} was not mounted within {timeout:.0f}s")
+        raise RuntimeError(f"{self.label}: {self.path} was not mounted within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """fusermount3 -u (retried while busy), then -uz; then wait for the daemon, killed by its PID if it
+        does not exit. Idempotent."""
+        if self.stopped:
+            return
+        try:
+            for flag in ("-u", "-uz"):
+                for _ in range(20):
+                    if not is_mounted(self.path):
+                        break
+                    if subprocess.run([fusermount(), flag, str(self.path)], capture_output=True).returncode == 0:
+                        break
+                    time.sleep(0.25)
+                if not is_mounted(self.path):
+                    break
+        finally:
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # by its PID (Popen), never by name
+                self.proc.wait(timeout=10)
+            self.output.close()
+            self.stopped = True  # only now: a stop interrupted half-way is done again by run()'s cleanup
+            with contextlib.suppress(ValueError):
+                LIVE.remove(self)
+
+
+class Mount(FuseProcess):
+    """`bpfs mount --foreground` of the emulator's account."""
+
+    label = "bpfs"
+
+    def __init__(self, workdir: pathlib.Path, config: str, options: list[str], name: str = "mnt") -> None:
+        self.log = workdir / f"{name}-bpfs.log"
+        cmd = [sys.executable, "-m", "bpfs", "mount", str(workdir / name), "-c", config, "--foreground",
+               "--log-file", str(self.log)]
+        for option in options:
+            cmd += ["-o", option]
+        super().__init__(workdir, name, cmd)
+        self.stats_served = 0
 
     def stats(self) -> dict:
         """The daemon's counters. Reading them is itself served (bytes_served): `_stats_served` is how many
@@ -267,24 +441,71 @@ class Mount:
         path = pathlib.Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
         return path if path.exists() else None
 
-    def stop(self) -> None:
-        try:
-            for flag in ("-u", "-uz"):
-                for _ in range(20):
-                    if not is_mounted(self.path):
-                        break
-                    if subprocess.run([fusermount(), flag, str(self.path)], capture_output=True).returncode == 0:
-                        break
-                    time.sleep(0.25)
-                if not is_mounted(self.path):
-                    break
-        finally:
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            self.output.close()
+    def wait_readahead(self, options: list[str], timeout: float = 6.0) -> None:
+        """As root, bpfs raises the mount's read_ahead_kb (-o read_ahead_kb, 1024 by default) from a
+        background thread a moment after the mount appears: wait for it, so a read that starts at once
+        is not measured at the kernel's 128 KiB readahead for its first part."""
+        want = 1024
+        for group in options:
+            for item in group.split(","):
+                name, _, value = item.strip().partition("=")
+                if name.replace("-", "_") == "read_ahead_kb" and value.isdigit():
+                    want = int(value)
+        bdi = self.bdi()
+        if os.geteuid() != 0 or want <= 0 or bdi is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                if int((bdi / "read_ahead_kb").read_text()) == want:
+                    return
+            time.sleep(0.05)
+
+
+PEERS = ("s3fs", "rclone")
+
+
+class PeerMount(FuseProcess):
+    """s3fs-fuse or rclone mounted read-only on the emulator's bucket, with their defaults otherwise.
+
+    s3fs: `s3fs BUCKET MNT -f -o url=http://127.0.0.1:PORT -o use_path_request_style -o passwd_file=F -o ro`
+    (no use_cache: its default, so nothing is kept on disk between opens).
+    rclone: `rclone mount :s3:BUCKET MNT --read-only` with the remote in the environment (provider Other, the
+    endpoint, the keys, force_path_style=true); --vfs-cache-mode off, --buffer-size 16M,
+    --vfs-read-chunk-size 128M are its defaults. AWS_CA_BUNDLE is removed from rclone's environment: rclone
+    1.60 refuses to start with it set ("unable to load custom CA bundle"), and the endpoint is plain http."""
+
+    def __init__(self, kind: str, workdir: pathlib.Path, info: dict) -> None:
+        self.label = kind
+        env = dict(os.environ)
+        if kind == "s3fs":
+            passwd = workdir / "s3fs-passwd"
+            passwd.write_text(f"{info['key_id']}:{info['secret']}\n")
+            passwd.chmod(0o600)
+            self.options = ["url=" + info["s3_url"], "use_path_request_style", f"passwd_file={passwd}", "ro"]
+            cmd = ["s3fs", info["bucket"], str(workdir / f"mnt-{kind}"), "-f"]
+            for option in self.options:
+                cmd += ["-o", option]
+        elif kind == "rclone":
+            env.pop("AWS_CA_BUNDLE", None)
+            env.update({"RCLONE_S3_PROVIDER": "Other", "RCLONE_S3_ENDPOINT": info["s3_url"],
+                        "RCLONE_S3_ACCESS_KEY_ID": info["key_id"], "RCLONE_S3_SECRET_ACCESS_KEY": info["secret"],
+                        "RCLONE_S3_FORCE_PATH_STYLE": "true", "RCLONE_S3_REGION": info["region"]})
+            config = workdir / "rclone.conf"
+            config.touch()
+            self.options = ["--read-only", "(remote :s3: with provider=Other, endpoint, keys, force_path_style=true, "
+                            "region in RCLONE_S3_* variables)"]
+            cmd = ["rclone", "mount", f":s3:{info['bucket']}", str(workdir / f"mnt-{kind}"), "--read-only",
+                   "--config", str(config), "--cache-dir", str(workdir / "rclone-cache"),
+                   "--log-file", str(workdir / "rclone.log")]
+        else:
+            raise ValueError(f"unknown peer {kind!r}")
+        super().__init__(workdir, f"mnt-{kind}", cmd, env)
+
+    def version(self) -> str:
+        flag = "--version" if self.label == "s3fs" else "version"
+        out = subprocess.run([self.label, flag], capture_output=True, text=True).stdout
+        return out.splitlines()[0].strip() if out else "?"
 
 
 # =====================================================================================================
@@ -304,6 +525,27 @@ def evict(path: pathlib.Path, drop_caches: bool) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def drop_page_cache(paths: list[pathlib.Path], drop_caches: bool) -> None:
+    """Forget the kernel's pages of local files (written ones are synced first), so the next read goes to
+    the disk: posix_fadvise(DONTNEED) on each, or with --drop-caches all of the page cache."""
+    os.sync()
+    if drop_caches:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3")
+        return
+    for path in paths:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def files_under(root: pathlib.Path) -> list[pathlib.Path]:
+    return [pathlib.Path(d) / f for d, _, names in os.walk(root) for f in names]
 
 
 def warm(path: str) -> None:
@@ -336,12 +578,59 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+USER_READ = """\
+import os, sys, time
+buf = bytearray(int(sys.argv[2]))
+t0 = time.perf_counter()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+total = 0
+try:
+    while True:
+        n = os.readv(fd, [buf])
+        if not n:
+            break
+        total += n
+finally:
+    os.close(fd)
+print(total, time.perf_counter() - t0)
+"""  # read_file(), run as another user: the same open and 1 MiB readv() loop, timed inside the process
+
+
+class AsUser:
+    """Runs the sequential read loop as a normal user (setpriv: that user's uid, gid and no other groups)."""
+
+    def __init__(self, name: str) -> None:
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        self.name, self.uid, self.gid = name, entry.pw_uid, entry.pw_gid
+        self.prefix = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"]
+        self.python = ""
+        for python in (sys.executable, "/usr/bin/python3"):  # the venv's may live where the user can't go
+            if subprocess.run([*self.prefix, python, "-I", "-c", "pass"], capture_output=True).returncode == 0:
+                self.python = python
+                break
+        if not self.python:
+            raise RuntimeError(f"--as-user {name}: no python the user may run")
+
+    def read(self, path: pathlib.Path) -> tuple[int, float]:
+        proc = subprocess.run([*self.prefix, self.python, "-I", "-c", USER_READ, str(path), str(READ_SIZE)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the read as {self.name} failed: {proc.stderr.strip()[-500:]}")
+        total, elapsed = proc.stdout.split()
+        return int(total), float(elapsed)
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace, mount: Mount, emu: EmulatorProcess) -> None:
+    def __init__(self, args: argparse.Namespace, mount: Mount, emu: EmulatorProcess,
+                 peers: dict[str, PeerMount] | None = None, as_user: AsUser | None = None) -> None:
         import boto3
         from botocore.config import Config as BotoConfig
 
         self.args, self.mount, self.emu = args, mount, emu
+        self.peers = peers or {}
+        self.as_user = as_user
         info = emu.info
         self.bucket, self.files = info["bucket"], info["files"]
         self.client = boto3.session.Session().client(
@@ -356,35 +645,43 @@ class Bench:
     def path(self, name: str) -> pathlib.Path:
         return self.dir / name
 
+    def peer_path(self, peer: str, name: str) -> pathlib.Path:
+        """The object as the peer shows it: the bucket's key layout under its mount point."""
+        return self.peers[peer].path / self.key(name)
+
     def key(self, name: str) -> str:
         return self.files[name]["key"]
 
     def size(self, name: str) -> int:
         return self.files[name]["size"]
 
-    def counters(self) -> tuple[dict, dict]:
-        return self.mount.stats(), self.emu.s3_stats()
+    def counters(self, mount: Mount | None) -> tuple[dict, dict]:
+        """(the daemon's counters, the emulator's S3 counters); without a bpfs mount (a peer, boto3) the
+        first is empty."""
+        return (mount.stats() if mount is not None else {"_stats_served": 0}), self.emu.s3_stats()
 
     @staticmethod
     def delta(before: tuple[dict, dict], after: tuple[dict, dict]) -> dict:
         names = ("s3_requests", "s3_bytes_fetched", "bytes_served", "cache_hits", "cache_misses", "s3_errors",
-                 "bytes_uploaded", "uploads_completed", "uploads_failed")
+                 "bytes_uploaded", "uploads_completed", "uploads_failed", "disk_hits", "disk_misses", "disk_writes")
         out = {n: after[0].get(n, 0) - before[0].get(n, 0) for n in names}
         out["bytes_served"] -= after[0]["_stats_served"] - before[0]["_stats_served"]
         out["server_gets"] = after[1].get("get_requests", 0) - before[1].get("get_requests", 0)
         out["server_bytes_sent"] = after[1].get("bytes_sent", 0) - before[1].get("bytes_sent", 0)
-        for name in ("put_requests", "post_requests", "bytes_received"):
+        for name in ("put_requests", "post_requests", "head_requests", "bytes_received"):
             out[f"server_{name}"] = after[1].get(name, 0) - before[1].get(name, 0)
         return out
 
-    def settle(self, quiet: float = 0.3, timeout: float = 60.0) -> None:
-        """Wait until the daemon's S3 counters stop moving: prefetches a reader started keep running after it
-        closed the file, and their bytes belong to that reader's measurement, not to the next one's."""
+    def settle(self, mount: Mount | None, quiet: float = 0.3, timeout: float = 60.0) -> None:
+        """Wait until the daemon's S3 counters (if a bpfs mount is measured) and the emulator's stop moving:
+        prefetches a reader started keep running after it closed the file, and their bytes belong to that
+        reader's measurement, not to the next one's."""
         deadline = time.monotonic() + timeout
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
-            stats = self.mount.stats()
-            now = (stats.get("s3_requests"), stats.get("s3_bytes_fetched"))
+            daemon, server = self.counters(mount)
+            now = (daemon.get("s3_requests"), daemon.get("s3_bytes_fetched"), server.get("requests"),
+                   server.get("bytes_sent"), server.get("bytes_received"))
             if now != last:
                 last, since = now, time.monotonic()
             elif time.monotonic() - since >= quiet:
@@ -392,15 +689,21 @@ class Bench:
             time.sleep(0.05)
         self.notes.append(f"the daemon was still fetching {timeout:.0f}s after a measurement")
 
-    def measured(self, fn: Callable[[], Any]) -> tuple[Any, float, dict]:
-        """Run fn timed; the counters' delta also covers what the daemon fetched for it after it returned."""
-        self.settle()
-        before = self.counters()
+    MAIN = object()  # measured(mount=MAIN): the benchmark's bpfs mount
+
+    def measured(self, fn: Callable[[], Any], mount: Any = MAIN) -> tuple[Any, float, dict]:
+        """Run fn timed; the counters' delta also covers what the daemon fetched for it after it returned.
+        `mount`: the bpfs mount whose counters to read (None: no bpfs daemon is involved, only the emulator's
+        counters count)."""
+        if mount is Bench.MAIN:
+            mount = self.mount
+        self.settle(mount)
+        before = self.counters(mount)
         t0 = time.perf_counter()
         value = fn()
         elapsed = time.perf_counter() - t0
-        self.settle()
-        return value, elapsed, self.delta(before, self.counters())
+        self.settle(mount)
+        return value, elapsed, self.delta(before, self.counters(mount))
 
     def record(self, section: str, row: dict) -> None:
         self.results["rounds"].setdefault(section, []).append(row)
@@ -413,10 +716,16 @@ class Bench:
 
     def sequential(self) -> None:
         size = self.size("seq_r0.bin")
+        user_objects = [f"sequ_r{r}.bin" for r in range(self.args.rounds)] if self.as_user else []
         for r in range(self.args.rounds):
             warm(self.files[f"seq_r{r}.bin"]["store_path"])
+        for name in user_objects:
+            warm(self.files[name]["store_path"])
+        extra = "".join(f" vs {peer}" for peer in self.peers)
+        if self.as_user:
+            extra += f"; and bpfs again as {self.as_user.name}"
         self.log(f"\n== sequential read of {size / MiB:.0f} MiB in {READ_SIZE // 1024} KiB reads "
-                 "(bpfs mount vs one boto3 GET vs boto3 download_file; a fresh object every round)")
+                 f"(bpfs mount vs one boto3 GET vs boto3 download_file{extra}; a fresh object every round)")
 
         def via_mount(r: int) -> dict:
             name = f"seq_r{r}.bin"
@@ -444,21 +753,53 @@ class Bench:
                     body.close()
                 return total
 
-            n, elapsed, _ = self.measured(run)
+            n, elapsed, d = self.measured(run, mount=None)
             assert n == size, f"read {n} of {size} bytes with one GET"
-            return {"mbps": size / elapsed / 1e6, "seconds": elapsed}
+            return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "server_gets": d["server_gets"],
+                    "server_bytes_sent": d["server_bytes_sent"]}
 
         def via_download(r: int) -> dict:
             key = self.key(f"seq_r{r}.bin")
             target = pathlib.Path(self.args.workdir) / "download.bin"
             try:
-                _, elapsed, d = self.measured(lambda: self.client.download_file(self.bucket, key, str(target)))
+                _, elapsed, d = self.measured(lambda: self.client.download_file(self.bucket, key, str(target)),
+                                              mount=None)
                 assert target.stat().st_size == size
             finally:
                 target.unlink(missing_ok=True)
             return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "server_gets": d["server_gets"]}
 
-        self.alternate("sequential", {"bpfs": via_mount, "get": via_get, "download_file": via_download})
+        def via_peer(peer: str) -> Callable[[int], dict]:
+            def side(r: int) -> dict:
+                name = f"seq_r{r}.bin"
+                path = self.peer_path(peer, name)
+                os.stat(path)  # the lookup (listings, HEADs) is not part of the read
+                evict(path, self.args.drop_caches)
+                if self.args.drop_caches:
+                    warm(self.files[name]["store_path"])
+                n, elapsed, d = self.measured(lambda: read_file(path), mount=None)
+                assert n == size, f"read {n} of {size} bytes through {peer}"
+                return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "server_gets": d["server_gets"],
+                        "server_bytes_sent": d["server_bytes_sent"]}
+            return side
+
+        def via_user(r: int) -> dict:
+            assert self.as_user is not None
+            name = f"sequ_r{r}.bin"
+            path = self.path(name)
+            os.stat(path)
+            evict(path, self.args.drop_caches)
+            if self.args.drop_caches:
+                warm(self.files[name]["store_path"])
+            (n, elapsed), _, d = self.measured(lambda: self.as_user.read(path))
+            assert n == size, f"read {n} of {size} bytes through the mount as {self.as_user.name}"
+            return {"mbps": size / elapsed / 1e6, "seconds": elapsed, **d}
+
+        sides: dict[str, Callable[[int], dict]] = {"bpfs": via_mount, "get": via_get, "download_file": via_download}
+        sides.update({peer: via_peer(peer) for peer in self.peers})
+        if self.as_user:
+            sides["as_user"] = via_user
+        self.alternate("sequential", sides)
 
     def alternate(self, section: str, sides: dict[str, Callable[[int], dict]]) -> None:
         """Round r runs the sides in order, round r+1 in reverse: A B C, C B A, A B C, ..."""
@@ -486,22 +827,26 @@ class Bench:
                 if values.get("cache_hits"):
                     text += f", {values['cache_hits']} cache hits"
                 text += ")"
+            elif "server_bytes_sent" in values:
+                text += f" (server sent {values['server_bytes_sent'] / MiB:.1f} MiB in {values['server_gets']} GETs)"
             return text
         if "ms" in values:
             text = f"{values['ms']:.2f} ms"
             if "s3_bytes_fetched" in values:
                 text += f" (fetched {values['s3_bytes_fetched'] / 1024:.0f} KiB)"
+            elif "server_bytes_sent" in values:
+                text += f" (server sent {values['server_bytes_sent'] / 1024:.0f} KiB)"
             return text
         return json.dumps(values)
 
     def ttfb(self) -> None:
-        self.log("\n== time to first byte (open + 1-byte read through the mount, cold; vs one ranged GET bytes=0-0)")
+        extra = "".join(f" and {peer}" for peer in self.peers)
+        self.log(f"\n== time to first byte (open + 1-byte read through the mount{extra}, cold; vs one ranged GET "
+                 "bytes=0-0)")
         for r in range(self.args.rounds):
             warm(self.files[f"ttfb_r{r}.bin"]["store_path"])
 
-        # one fresh object per round: the first bytes of a file must not be in the daemon's cache already
-        def via_mount(r: int) -> dict:
-            path = self.path(f"ttfb_r{r}.bin")
+        def first_byte(path: pathlib.Path, mount: Any) -> dict:
             os.stat(path)  # the lookup is not part of the first byte (an `ls -l` did it)
 
             def run() -> bytes:
@@ -511,9 +856,20 @@ class Bench:
                 finally:
                     os.close(fd)
 
-            data, elapsed, d = self.measured(run)
+            data, elapsed, d = self.measured(run, mount=mount)
             assert len(data) == 1
             return {"ms": elapsed * 1e3, **d}
+
+        # one fresh object per round: the first bytes of a file must not be in the daemon's cache already
+        def via_mount(r: int) -> dict:
+            return first_byte(self.path(f"ttfb_r{r}.bin"), Bench.MAIN)
+
+        def via_peer(peer: str) -> Callable[[int], dict]:
+            def side(r: int) -> dict:
+                out = first_byte(self.peer_path(peer, f"ttfb_r{r}.bin"), None)
+                return {"ms": out["ms"], "server_bytes_sent": out["server_bytes_sent"],
+                        "server_gets": out["server_gets"]}
+            return side
 
         def via_get(r: int) -> dict:
             key = self.key(f"ttfb_r{r}.bin")
@@ -525,11 +881,13 @@ class Bench:
                 finally:
                     body.close()
 
-            data, elapsed, _ = self.measured(run)
+            data, elapsed, d = self.measured(run, mount=None)
             assert len(data) == 1
-            return {"ms": elapsed * 1e3}
+            return {"ms": elapsed * 1e3, "server_bytes_sent": d["server_bytes_sent"]}
 
-        self.alternate("ttfb", {"bpfs": via_mount, "get": via_get})
+        sides: dict[str, Callable[[int], dict]] = {"bpfs": via_mount, "get": via_get}
+        sides.update({peer: via_peer(peer) for peer in self.peers})
+        self.alternate("ttfb", sides)
 
     def head(self) -> None:
         self.log("\n== head -c 100 on a cold file")
@@ -551,58 +909,201 @@ class Bench:
         name, count, length = "random.bin", self.args.random_reads, 4096
         size, path = self.size(name), self.path(name)
         asked = count * length
+        extra = f"; the same offsets through {', '.join(self.peers)} and as boto3 range GETs" if self.peers else ""
         self.log(f"\n== {count} random {length // 1024} KiB preads on the {size / MiB:.0f} MiB file "
-                 f"(fresh open, page cache dropped; {asked // 1024} KiB asked)")
+                 f"(fresh open, page cache dropped; {asked // 1024} KiB asked{extra})")
         with open(self.files[name]["store_path"], "rb") as fh:
             truth = fh.fileno()
             for r in range(self.args.rounds):
                 rng = random.Random(f"bench-random-{r}")  # seeded, and different every round
                 offsets = [rng.randrange(size - length) for _ in range(count)]
-                evict(path, self.args.drop_caches)
 
-                def run(offs: list[int] = offsets) -> list[bytes]:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        return [os.pread(fd, length, off) for off in offs]
-                    finally:
-                        os.close(fd)
+                def preads(where: pathlib.Path, mount: Any, offs: list[int] = offsets) -> tuple[float, dict]:
+                    evict(where, self.args.drop_caches)
 
-                chunks, elapsed, d = self.measured(run)
-                for off, chunk in zip(offsets, chunks, strict=True):
-                    assert chunk == os.pread(truth, length, off), f"wrong bytes at {off} through the mount"
+                    def run() -> list[bytes]:
+                        fd = os.open(where, os.O_RDONLY)
+                        try:
+                            return [os.pread(fd, length, off) for off in offs]
+                        finally:
+                            os.close(fd)
+
+                    chunks, elapsed, d = self.measured(run, mount=mount)
+                    for off, chunk in zip(offs, chunks, strict=True):
+                        assert chunk == os.pread(truth, length, off), f"wrong bytes at {off} through {where}"
+                    return elapsed, d
+
+                def ranged_gets(offs: list[int] = offsets) -> tuple[float, dict]:
+                    key = self.key(name)
+
+                    def run() -> list[bytes]:
+                        out = []
+                        for off in offs:
+                            body = self.client.get_object(Bucket=self.bucket, Key=key,
+                                                          Range=f"bytes={off}-{off + length - 1}")["Body"]
+                            out.append(body.read())
+                        return out
+
+                    chunks, elapsed, d = self.measured(run, mount=None)
+                    assert all(len(c) == length for c in chunks)
+                    return elapsed, d
+
+                others: dict[str, Callable[[], tuple[float, dict]]] = {}
+                if self.peers:
+                    others["get"] = ranged_gets
+                    for peer in self.peers:
+                        others[peer] = lambda p=peer: preads(self.peer_path(p, name), None)
+                peer_rows: dict[str, dict] = {}
+                order = ["bpfs", *others]
+                for side in order if r % 2 == 0 else order[::-1]:  # alternated like the other sections
+                    if side == "bpfs":
+                        elapsed, d = preads(path, Bench.MAIN)
+                        continue
+                    side_elapsed, side_d = others[side]()
+                    peer_rows[side] = {"ms": side_elapsed * 1e3, "server_bytes_sent": side_d["server_bytes_sent"],
+                                       "server_gets": side_d["server_gets"]}
                 row = {"round": r, "ms": elapsed * 1e3, "asked": asked, **d,
-                       "multiple": d["s3_bytes_fetched"] / asked}
+                       "multiple": d["s3_bytes_fetched"] / asked, "peers": peer_rows}
                 self.record("random", row)
                 self.log(f"  round {r + 1}: fetched {d['s3_bytes_fetched'] / 1024:,.0f} KiB in {d['s3_requests']} "
                          f"GETs = {row['multiple']:.2f}x the {asked // 1024} KiB asked; kernel asked the daemon "
                          f"for {d['bytes_served'] / 1024:,.0f} KiB; {elapsed * 1e3:.0f} ms "
                          f"({elapsed * 1e6 / count:.0f} us/read)")
+                for side, values in peer_rows.items():
+                    self.log(f"    {side}: server sent {values['server_bytes_sent'] / 1024:,.0f} KiB in "
+                             f"{values['server_gets']} GETs = {values['server_bytes_sent'] / asked:.2f}x; "
+                             f"{values['ms']:.0f} ms")
 
     def samtools(self) -> None:
         region = self.args.region
         size = self.size("region_r0.bam")
-        self.log(f"\n== samtools view BAM {region} on a cold {size / 1e6:.1f} MB BAM (+ .bai)")
+        extra = f" (and through {', '.join(self.peers)})" if self.peers else ""
+        self.log(f"\n== samtools view BAM {region} on a cold {size / 1e6:.1f} MB BAM (+ .bai){extra}")
         samtools = shutil.which("samtools")
         if samtools is None:
             self.notes.append("samtools: not installed, region query skipped")
             self.log("  samtools is not installed: skipped")
             return
-        for r in range(self.args.rounds):
-            bam = self.path(f"region_r{r}.bam")
+
+        def view(bam: pathlib.Path, mount: Any) -> tuple[int, float, dict]:
             os.stat(bam)
             os.stat(str(bam) + ".bai")
             proc, elapsed, d = self.measured(
-                lambda b=bam: subprocess.run([samtools, "view", str(b), region], capture_output=True))
+                lambda: subprocess.run([samtools, "view", str(bam), region], capture_output=True), mount=mount)
             if proc.returncode != 0:
-                raise RuntimeError(f"samtools view failed: {proc.stderr.decode(errors='replace').strip()}")
-            reads = proc.stdout.count(b"\n")
+                raise RuntimeError(f"samtools view {bam} failed: {proc.stderr.decode(errors='replace').strip()}")
+            return proc.stdout.count(b"\n"), elapsed, d
+
+        for r in range(self.args.rounds):
+            name = f"region_r{r}.bam"  # one copy per round: cold in every daemon
+            peer_rows: dict[str, dict] = {}
+            order = ["bpfs", *self.peers]
+            for side in order if r % 2 == 0 else order[::-1]:  # alternated like the other sections
+                if side == "bpfs":
+                    reads, elapsed, d = view(self.path(name), Bench.MAIN)
+                    continue
+                side_reads, side_elapsed, side_d = view(self.peer_path(side, name), None)
+                peer_rows[side] = {"ms": side_elapsed * 1e3, "reads": side_reads,
+                                   "server_bytes_sent": side_d["server_bytes_sent"],
+                                   "server_gets": side_d["server_gets"]}
             row = {"round": r, "ms": elapsed * 1e3, "reads": reads, "bam_size": size, **d,
                    "percent": 100 * d["s3_bytes_fetched"] / size,
-                   "per_served": d["s3_bytes_fetched"] / d["bytes_served"] if d["bytes_served"] else float("nan")}
+                   "per_served": d["s3_bytes_fetched"] / d["bytes_served"] if d["bytes_served"] else float("nan"),
+                   "peers": peer_rows}
             self.record("samtools", row)
             self.log(f"  round {r + 1}: {reads} reads; fetched {d['s3_bytes_fetched'] / 1024:,.0f} KiB in "
                      f"{d['s3_requests']} GETs = {row['percent']:.2f}% of the BAM; samtools (via the kernel) read "
                      f"{d['bytes_served'] / 1024:,.0f} KiB = {row['per_served']:.2f}x; {elapsed * 1e3:.0f} ms")
+            for peer, values in peer_rows.items():
+                if values["reads"] != reads:
+                    raise RuntimeError(f"samtools through {peer} found {values['reads']} reads, bpfs {reads}")
+                self.log(f"    {peer}: server sent {values['server_bytes_sent'] / 1024:,.0f} KiB in "
+                         f"{values['server_gets']} GETs = {100 * values['server_bytes_sent'] / size:.2f}% of the BAM; "
+                         f"{values['ms']:.0f} ms")
+
+    def wait_disk_writer(self, mount: Mount, quiet: float = 1.0, timeout: float = 600.0) -> dict:
+        """Wait until the disk cache's background writer is done: disk_writes (and the blocks it dropped or
+        could not write) unchanged for `quiet` seconds. Returns the daemon's counters then."""
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while True:
+            stats = mount.stats()
+            now = (stats.get("disk_writes"), stats.get("disk_dropped"), stats.get("disk_full"))
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return stats
+            if time.monotonic() > deadline:
+                self.notes.append(f"the disk cache was still writing {timeout:.0f}s after the first read")
+                return stats
+            time.sleep(0.1)
+
+    def reread(self) -> None:
+        """A 1 GiB object read through a fresh mount with the disk cache on (cold), unmounted once the cache
+        writer is done, mounted again on the same cache directory and read again; against a copy of the
+        object on local disk. The cache files and the local copy leave the page cache before their reads."""
+        name = "reread.bin"
+        size = self.size(name)
+        workdir = pathlib.Path(self.args.workdir)
+        relative = self.path(name).relative_to(self.mount.path)
+        cache_dir = workdir / "reread-cache"
+        local = workdir / "reread-local.bin"
+        limit = 2 * size + 64 * MiB  # room for every block and its header: nothing is evicted
+        options = [*self.args.options, f"disk_cache={limit},cache_dir={cache_dir}"]
+        self.log(f"\n== re-read of {size / MiB:,.0f} MiB after a remount with -o disk_cache={limit},cache_dir=... "
+                 "(1st read cold, 2nd from the disk cache; vs the same bytes from a local file; page cache of "
+                 "the cache files and the local file dropped before their reads)")
+        shutil.copyfile(self.files[name]["store_path"], local)
+        config = self.emu.info["config"]
+
+        def through_mount(r: int, which: str) -> tuple[dict, dict]:
+            mount = Mount(workdir, config, options, name="mnt-reread")
+            try:
+                mount.wait_live()
+                mount.wait_readahead(options)
+                path = mount.path / relative
+                os.stat(path)
+                n, elapsed, d = self.measured(lambda: read_file(path), mount=mount)
+                assert n == size, f"read {n} of {size} bytes through the mount ({which} read)"
+                stats = self.wait_disk_writer(mount) if which == "1st" else mount.stats()
+            finally:
+                mount.stop()
+            return {"mbps": size / elapsed / 1e6, "seconds": elapsed, **d}, stats
+
+        try:
+            for r in range(self.args.rounds):
+                shutil.rmtree(cache_dir, ignore_errors=True)  # every round starts cold
+                warm(self.files[name]["store_path"])
+                first, stats1 = through_mount(r, "1st")
+                disk = {n: stats1.get(n, 0) for n in ("disk_writes", "disk_dropped", "disk_full", "disk_misses",
+                                                     "disk_hits", "disk_evictions")}
+                disk["bytes_on_disk"] = stats1.get("disk_cache", {}).get("bytes_on_disk")
+                row: dict[str, Any] = {"round": r, "first": first, "disk": disk,
+                                       "order": ["second", "local"] if r % 2 == 0 else ["local", "second"]}
+                for side in row["order"]:
+                    if side == "second":
+                        drop_page_cache(files_under(cache_dir), self.args.drop_caches)
+                        second, stats2 = through_mount(r, "2nd")
+                        second.update({n: stats2.get(n, 0) for n in ("disk_hits", "disk_misses", "disk_corrupt")})
+                        row["second"] = second
+                    else:
+                        drop_page_cache([local], self.args.drop_caches)
+                        n, elapsed, d = self.measured(lambda: read_file(local), mount=None)
+                        assert n == size
+                        row["local"] = {"mbps": size / elapsed / 1e6, "seconds": elapsed,
+                                        "server_bytes_sent": d["server_bytes_sent"]}
+                self.record("reread", row)
+                second, local_row = row["second"], row["local"]
+                self.log(f"  round {r + 1}: 1st {first['mbps']:.0f} MB/s (server sent "
+                         f"{first['server_bytes_sent'] / MiB:,.1f} MiB; disk cache wrote {disk['disk_writes']} "
+                         f"blocks, dropped {disk['disk_dropped']}); 2nd {second['mbps']:.0f} MB/s (server sent "
+                         f"{second['server_bytes_sent']:,} B in {second['server_gets']} GETs and "
+                         f"{second['server_head_requests']} HEADs; disk hits {second['disk_hits']}, misses "
+                         f"{second['disk_misses']}); local file {local_row['mbps']:.0f} MB/s "
+                         f"(order {' then '.join(row['order'])})")
+        finally:
+            local.unlink(missing_ok=True)
+            shutil.rmtree(cache_dir, ignore_errors=True)
 
     def stream_rss(self) -> None:
         name = "stream.bin"
@@ -707,6 +1208,13 @@ def summarize(bench: Bench) -> list[list[str]]:
         mean_get = median([x["bpfs"]["s3_bytes_fetched"] / max(1, x["bpfs"]["s3_requests"]) for x in seq])
         summary["sequential"]["mean_get_bytes"] = mean_get
         rows.append(["  mean S3 GET size", f"{mean_get / MiB:.2f} MiB", "", "", "", ""])
+        if "as_user" in seq[0]:
+            user_name = bench.as_user.name if bench.as_user else "user"
+            user = median([x["as_user"]["mbps"] for x in seq])
+            ratio_user = median([x["as_user"]["mbps"] / x["bpfs"]["mbps"] for x in seq])
+            summary["sequential"].update({"as_user": user_name, "as_user_mbps": user, "ratio_user_root": ratio_user})
+            rows.append([f"sequential MB/s as {user_name}", f"{user:.0f}", f"{mount:.0f} (root, same mount)",
+                         f"{ratio_user:.2f}x", "-", "-"])
     if "ttfb" in rounds:
         t = rounds["ttfb"]
         mount, get = median([x["bpfs"]["ms"] for x in t]), median([x["get"]["ms"] for x in t])
@@ -742,6 +1250,34 @@ def summarize(bench: Bench) -> list[list[str]]:
                      f"{percent:.2f}%", "<= 5%", verdict(percent <= 5)])
         rows.append(["  vs bytes samtools read", f"{fetched / 1024:,.0f} KiB", f"{served / 1024:,.0f} KiB read",
                      f"{fetched / served:.2f}x" if served else "-", "-", "-"])
+    if rounds.get("reread"):
+        rr = rounds["reread"]
+        size = bench.size("reread.bin")
+        first = median([x["first"]["mbps"] for x in rr])
+        second = median([x["second"]["mbps"] for x in rr])
+        local = median([x["local"]["mbps"] for x in rr])
+        ratio_first = median([x["second"]["mbps"] / x["first"]["mbps"] for x in rr])
+        ratio_local = median([x["second"]["mbps"] / x["local"]["mbps"] for x in rr])
+        fetched = median([x["second"]["server_bytes_sent"] for x in rr])
+        writes = median([x["disk"]["disk_writes"] for x in rr])
+        dropped = median([x["disk"]["disk_dropped"] for x in rr])
+        hits = median([x["second"]["disk_hits"] for x in rr])
+        misses = median([x["second"]["disk_misses"] for x in rr])
+        shaped = bool(bench.args.s3_latency_ms or bench.args.s3_mbps)
+        summary["reread"] = {"first_mbps": first, "second_mbps": second, "local_mbps": local,
+                             "ratio_first": ratio_first, "ratio_local": ratio_local, "second_s3_bytes": fetched,
+                             "disk_writes": writes, "disk_dropped": dropped, "disk_hits": hits,
+                             "disk_misses": misses}
+        rows.append(["re-read after remount: S3 bytes", f"{fetched:,.0f}", f"{size / MiB:,.0f} MiB object",
+                     f"{fetched / size:.3f}", "0", verdict(fetched == 0)])
+        rows.append(["re-read MB/s vs 1st (cold) read", f"{second:.0f}", f"{first:.0f} (1st read)",
+                     f"{ratio_first:.2f}x", ">= 2.0x", verdict(ratio_first >= 2.0) if shaped else "- (loopback)"])
+        rows.append(["re-read MB/s vs local file", f"{second:.0f}", f"{local:.0f} (local file)",
+                     f"{ratio_local:.2f}x", "-", "-"])
+        blocks = -(-size // (256 << 10))
+        rows.append(["  disk blocks written / dropped (1st)", f"{writes:,.0f} / {dropped:,.0f}",
+                     f"{blocks:,} blocks", "", "", ""])
+        rows.append(["  disk hits / misses (2nd)", f"{hits:,.0f} / {misses:,.0f}", "", "", "", ""])
     if "stream" in bench.results:
         s = bench.results["stream"]
         peak = max(s["hwm_kb"], s["max_sampled_rss_kb"]) / 1024
@@ -769,13 +1305,67 @@ def summarize(bench: Bench) -> list[list[str]]:
     return rows
 
 
-def print_table(rows: list[list[str]]) -> None:
-    header = ["metric", "bpfs", "baseline", "ratio", "goal", "result"]
+def summarize_peers(bench: Bench) -> list[list[str]]:
+    """bpfs beside boto3 and the peers. Every byte count here is the emulator's (what its S3 server sent),
+    for bpfs too; a ratio is bpfs / the peer per round, then the median."""
+    rounds = bench.results["rounds"]
+    peers = list(bench.peers)
+    rows: list[list[str]] = []
+    summary: dict[str, Any] = {}
+
+    def ratios(values: list[tuple[float, float]]) -> str:
+        good = [a / b for a, b in values if b]
+        return f"{median(good):.2f}x" if good else "-"
+
+    def add(metric: str, bpfs: list[float], boto3: str, per_peer: dict[str, list[float]], fmt: str) -> None:
+        row = [metric, format(median(bpfs), fmt), boto3]
+        row += [format(median(per_peer[p]), fmt) if per_peer.get(p) else "-" for p in peers]
+        row += [ratios(list(zip(bpfs, per_peer[p], strict=True))) if per_peer.get(p) else "-" for p in peers]
+        rows.append(row)
+        summary[metric] = {"bpfs": median(bpfs), **{p: median(v) for p, v in per_peer.items() if v}}
+
+    if rounds.get("sequential") and peers:
+        seq = rounds["sequential"]
+        size = bench.size("seq_r0.bin")
+        add("sequential MB/s", [x["bpfs"]["mbps"] for x in seq],
+            f"{median([x['get']['mbps'] for x in seq]):.0f} (1 GET)",
+            {p: [x[p]["mbps"] for x in seq] for p in peers}, ".0f")
+        add("  S3 bytes / file size", [x["bpfs"]["server_bytes_sent"] / size for x in seq], "1.000",
+            {p: [x[p]["server_bytes_sent"] / size for x in seq] for p in peers}, ".3f")
+    if rounds.get("ttfb") and peers:
+        t = rounds["ttfb"]
+        add("TTFB ms", [x["bpfs"]["ms"] for x in t], f"{median([x['get']['ms'] for x in t]):.2f} (1 GET)",
+            {p: [x[p]["ms"] for x in t] for p in peers}, ".2f")
+        add("  S3 KiB for the first byte", [x["bpfs"]["server_bytes_sent"] / 1024 for x in t], "1 byte",
+            {p: [x[p]["server_bytes_sent"] / 1024 for x in t] for p in peers}, ",.0f")
+    if rounds.get("random") and peers:
+        rr = rounds["random"]
+        n = bench.args.random_reads
+        add(f"{n} x 4 KiB preads: S3 KiB", [x["server_bytes_sent"] / 1024 for x in rr],
+            f"{median([x['peers']['get']['server_bytes_sent'] / 1024 for x in rr]):,.0f} ({n} GETs)",
+            {p: [x["peers"][p]["server_bytes_sent"] / 1024 for x in rr] for p in peers}, ",.0f")
+        add(f"{n} x 4 KiB preads: ms", [x["ms"] for x in rr],
+            f"{median([x['peers']['get']['ms'] for x in rr]):,.0f} ({n} GETs)",
+            {p: [x["peers"][p]["ms"] for x in rr] for p in peers}, ",.0f")
+    if rounds.get("samtools") and peers:
+        st = rounds["samtools"]
+        add("samtools region: S3 KiB", [x["server_bytes_sent"] / 1024 for x in st], "-",
+            {p: [x["peers"][p]["server_bytes_sent"] / 1024 for x in st] for p in peers}, ",.0f")
+        add("samtools region: ms", [x["ms"] for x in st], "-", {p: [x["peers"][p]["ms"] for x in st] for p in peers},
+            ",.0f")
+    bench.results["summary_peers"] = summary
+    return rows
+
+
+def print_table(rows: list[list[str]], header: list[str] | None = None, text_columns: int = 2) -> None:
+    """Numbers right-aligned, the last `text_columns` columns (goal, result) left-aligned."""
+    header = header or ["metric", "bpfs", "baseline", "ratio", "goal", "result"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
+    first_text = len(header) - text_columns
 
     def fmt(r: list[str]) -> str:
-        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) if i < 4 else r[i].ljust(widths[i])
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) if i < first_text else r[i].ljust(widths[i])
                                            for i in range(1, len(r))]
         return "  ".join(cells).rstrip()
 
@@ -810,13 +1400,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="drop all caches (echo 3 > /proc/sys/vm/drop_caches, root) instead of "
                              "posix_fadvise(DONTNEED) on the mounted file")
     parser.add_argument("--only", metavar="SECTIONS",
-                        help="comma-separated subset of: stream,ttfb,head,random,samtools,sequential,write")
+                        help="comma-separated subset of: stream,ttfb,head,random,samtools,sequential,reread,write")
     parser.add_argument("--s3-latency-ms", type=float, default=0.0, metavar="MS",
-                        help="make the emulator's S3 wait MS before answering every GET (both sides pay it): "
-                             "loopback has no latency, real S3 has ~10-50 ms to the first byte")
+                        help="make the emulator's S3 wait MS on every request (everyone pays it): before it "
+                             "answers, and before it reads an upload's body; loopback has no latency, real S3 "
+                             "has ~10-50 ms to the first byte")
     parser.add_argument("--s3-mbps", type=float, default=0.0, metavar="MB/S",
-                        help="cap each S3 response body at MB/S (real S3 gives one connection ~50-100 MB/s; "
-                             "loopback gives GB/s); with --s3-latency-ms 20 the emulator behaves like S3")
+                        help="cap each S3 object body at MB/S, GET bodies and PUT/UploadPart bodies alike (real "
+                             "S3 gives one connection ~50-100 MB/s; loopback gives GB/s); with --s3-latency-ms 20 "
+                             "the emulator behaves like S3")
+    parser.add_argument("--peers", nargs="?", const="s3fs,rclone", default="", metavar="s3fs,rclone",
+                        help="also mount s3fs-fuse and rclone (those installed) on the same bucket and compare "
+                             "them in sequential, ttfb, random and samtools (a second table)")
+    parser.add_argument("--as-user", metavar="NAME",
+                        help="(root) run the sequential read a second time as user NAME (e.g. nobody) through "
+                             "the same mount, which then gets -o allow_other")
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -825,12 +1423,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rounds < 1 or args.size_mib < 1 or args.bam_reads < 100 or args.stream_gib <= 0:
         parser.error("--rounds, --size-mib, --bam-reads and --stream-gib must be positive (bam-reads >= 100)")
     # the stream first: its peak RSS is then the daemon's own, not what earlier sections left in its heap
-    sections = ("stream", "ttfb", "head", "random", "samtools", "sequential", "write")
+    sections = ("stream", "ttfb", "head", "random", "samtools", "sequential", "reread", "write")
     chosen = {s.strip() for s in args.only.split(",") if s.strip()} if args.only else set(sections)
     args.sections = tuple(s for s in sections if s in chosen)  # always in the canonical order
     unknown = chosen - set(sections)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))} (known: {', '.join(sections)})")
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if set(args.peers) - set(PEERS):
+        parser.error(f"--peers: known peers are {', '.join(PEERS)}")
     return args
 
 
@@ -856,12 +1457,21 @@ def describe_machine(mount: Mount, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     stream_size = int(args.stream_gib * (1 << 30)) // MiB * MiB
+    as_user = bool(args.as_user) and "sequential" in args.sections
     spec = {"size": args.size_mib * MiB, "stream_size": stream_size, "rounds": args.rounds,
             "small_size": 4 * MiB, "bam_reads": args.bam_reads, "bam_seed": 20240701,
-            "s3_latency": args.s3_latency_ms / 1000, "s3_mbps": args.s3_mbps}
+            "s3_latency": args.s3_latency_ms / 1000, "s3_mbps": args.s3_mbps,
+            "reread": "reread" in args.sections, "as_user": as_user, "listing": bool(args.peers),
+            "sections": list(args.sections)}
     if args.drop_caches and os.geteuid() != 0:
         print("bench: --drop-caches needs root", file=sys.stderr)
         return 2
+    if args.as_user and os.geteuid() != 0:
+        print("bench: --as-user needs root (it runs the read with setpriv)", file=sys.stderr)
+        return 2
+    peers_found = [p for p in args.peers if shutil.which(p)]
+    for peer in sorted(set(args.peers) - set(peers_found)):
+        print(f"bench: {peer} is not installed (apt-get install {peer}): left out", file=sys.stderr)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bpfs-bench-"))
     args.workdir = str(workdir)
     emu: EmulatorProcess | None = None
@@ -869,9 +1479,14 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     interrupted = False
     try:
-        need = ((1 + args.rounds) * spec["size"] + stream_size + 2 * args.rounds * spec["small_size"]
-                + args.rounds * args.bam_reads * 140  # a BAM takes ~125 bytes per read
-                + (3 * args.rounds + 1) * spec["size"] * ("write" in args.sections))  # uploads land in the store
+        chosen = set(args.sections)
+        need = (spec["size"] * ("random" in chosen) + stream_size * ("stream" in chosen)
+                + args.rounds * (1 + as_user) * spec["size"] * ("sequential" in chosen)
+                + args.rounds * spec["small_size"] * (("ttfb" in chosen) + ("head" in chosen))
+                + args.rounds * args.bam_reads * 140 * ("samtools" in chosen)  # a BAM takes ~125 bytes per read
+                + (3 * args.rounds + 1) * spec["size"] * ("write" in chosen)  # uploads land in the store
+                + 3 * stream_size * ("reread" in chosen)  # the object, its local copy, the disk cache
+                + spec["size"] * bool(peers_found))  # s3fs spools an open file into a temporary file
         free = shutil.disk_usage(workdir).free
         if free < 1.2 * need:
             print(f"bench: {workdir} has {free / 1e9:.1f} GB free; this run needs about {need / 1e9:.1f} GB",
@@ -882,27 +1497,52 @@ def run(args: argparse.Namespace) -> int:
               f"{stream_size / (1 << 30):g} GiB stream; workdir {workdir}", flush=True)
         emu = EmulatorProcess(workdir / "emulator", spec)
         info = emu.wait_ready(timeout=600)
-        bam_size = info["files"]["region_r0.bam"]["size"]
-        print(f"emulator up at {info['s3_url']} in {time.monotonic() - t0:.0f}s (BAM {bam_size / 1e6:.1f} MB, "
-              f"analysis {info['analysis']})", flush=True)
-        mount = Mount(workdir, info["config"], args.options)
+        bam = info["files"].get("region_r0.bam")
+        print(f"emulator up at {info['s3_url']} in {time.monotonic() - t0:.0f}s ("
+              + (f"BAM {bam['size'] / 1e6:.1f} MB, " if bam else "") + f"analysis {info['analysis']})", flush=True)
+        options = list(args.options)
+        user = None
+        if as_user:
+            user = AsUser(args.as_user)
+            options.append("allow_other")  # the kernel lets only the mounting user in otherwise
+            workdir.chmod(0o711)  # the user may reach mnt/ (root's, 0755), not list or read the rest
+        mount = Mount(workdir, info["config"], options)
         mount.wait_live()
+        mount.wait_readahead(options)
         machine = describe_machine(mount, args)
-        print(f"mounted at {mount.path} (daemon pid {mount.pid}); "
+        print(f"mounted at {mount.path} (daemon pid {mount.pid}, options {','.join(options) or 'none'}); "
               + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
-        bench = Bench(args, mount, emu)
+        peers: dict[str, PeerMount] = {}
+        for kind in peers_found:
+            peer = PeerMount(kind, workdir, info)
+            peer.wait_live()
+            peers[kind] = peer
+            machine.setdefault("peers", {})[kind] = {"version": peer.version(), "options": peer.options}
+            print(f"{kind} mounted at {peer.path} (pid {peer.pid}; {peer.version()}; options "
+                  f"{' '.join(peer.options)})", flush=True)
+        if user is not None:
+            print(f"the sequential read runs again as {user.name} (uid {user.uid}) with {user.python}", flush=True)
+        bench = Bench(args, mount, emu, peers, user)
         bench.results["machine"] = machine
         bench.results["args"] = {k: v for k, v in vars(args).items() if k not in ("workdir",)}
         if not bench.dir.is_dir():
             raise RuntimeError(f"{bench.dir} is not in the mount")
         for section in args.sections:
             {"ttfb": bench.ttfb, "head": bench.head, "random": bench.random_reads, "samtools": bench.samtools,
-             "sequential": bench.sequential, "stream": bench.stream_rss, "write": bench.write}[section]()
+             "sequential": bench.sequential, "stream": bench.stream_rss, "reread": bench.reread,
+             "write": bench.write}[section]()
         with contextlib.suppress(OSError, KeyError):
             bench.results["end_status"] = mount.status()
         rows = summarize(bench)
         print(f"\n== results (medians of {args.rounds} rounds; ratio = bpfs / baseline, per round, then median)")
         print_table(rows)
+        peer_rows = summarize_peers(bench)
+        if peer_rows:
+            print(f"\n== bpfs beside boto3 and the peers (medians of {args.rounds} rounds; S3 bytes as the emulator "
+                  "sent them, for everyone; bpfs/peer = the ratio per round, then median: for MB/s above 1 means "
+                  "bpfs is faster, for ms and bytes below 1 means bpfs needs less)")
+            print_table(peer_rows, ["metric", "bpfs", "boto3", *bench.peers, *(f"bpfs/{p}" for p in bench.peers)],
+                        text_columns=0)
         final = mount.stats()
         final.pop("_stats_served", None)
         bench.results["daemon_stats"] = final
@@ -931,12 +1571,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             if interrupted:
                 print("\ninterrupted: cleaning up", file=sys.stderr)
-            if mount is not None:
-                mount.stop()
+            left = list(LIVE)
+            for fuse in reversed(left):  # peers and any disk-cache mount first, the benchmark's mount last
+                with contextlib.suppress(Exception):
+                    fuse.stop()
             if emu is not None:
                 emu.stop()
-            if mount is not None and is_mounted(mount.path):
-                print(f"bench: {mount.path} is still mounted; left {workdir} in place", file=sys.stderr)
+            still = [f.path for f in left if is_mounted(f.path)]
+            if still:
+                print(f"bench: {', '.join(map(str, still))} still mounted; left {workdir} in place", file=sys.stderr)
                 status = status or 1
             else:
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -319,6 +319,46 @@ def test_bandwidth_paces_bodies(server: S3Server, client, store: ObjectStore) ->
     assert timed_get() < floor / 2
 
 
+def test_bandwidth_paces_uploads(server: S3Server, client, store: ObjectStore, tmp_path: Path) -> None:
+    """`bandwidth` also caps what a PutObject or UploadPart body is read at; small XML bodies are not paced."""
+    data = os.urandom(2 * MiB)
+    client.put_object(Bucket=BUCKET, Key="warm", Body=b"x")  # connect first
+
+    def timed(fn) -> float:
+        start = time.monotonic()
+        fn()
+        return time.monotonic() - start
+
+    server.bandwidth = 5e6
+    floor = (2 * MiB - 256 * 1024) / 5e6  # ~0.37 s
+    assert timed(lambda: client.put_object(Bucket=BUCKET, Key="p", Body=data)) >= floor
+    assert store.get_bytes(BUCKET, "p") == data
+    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key="m")["UploadId"]
+    assert timed(lambda: client.upload_part(Bucket=BUCKET, Key="m", UploadId=upload_id, PartNumber=1,
+                                            Body=data)) >= floor
+    client.abort_multipart_upload(Bucket=BUCKET, Key="m", UploadId=upload_id)
+    server.bandwidth = None
+    assert timed(lambda: client.put_object(Bucket=BUCKET, Key="p", Body=data)) < floor / 2
+
+
+def test_latency_delays_every_request(server: S3Server, client, store: ObjectStore) -> None:
+    """`latency` is waited once per request: before a GET's first byte, before an upload body is read."""
+    store.put(BUCKET, "k", b"content")
+    client.get_object(Bucket=BUCKET, Key="k")["Body"].read()  # connect first
+
+    def timed(fn) -> float:
+        start = time.monotonic()
+        fn()
+        return time.monotonic() - start
+
+    server.latency = 0.2
+    assert 0.2 <= timed(lambda: client.get_object(Bucket=BUCKET, Key="k")["Body"].read()) < 0.7
+    assert 0.2 <= timed(lambda: client.head_object(Bucket=BUCKET, Key="k")) < 0.7
+    assert 0.2 <= timed(lambda: client.put_object(Bucket=BUCKET, Key="p", Body=os.urandom(MiB))) < 0.7
+    server.latency = 0.0
+    assert timed(lambda: client.get_object(Bucket=BUCKET, Key="k")["Body"].read()) < 0.2
+
+
 # --------------------------------------------------------------------------------------------- multipart
 
 

@@ -61,12 +61,34 @@ def _incomplete(message: str) -> FramingError:
 # ------------------------------------------------------------------------------------------ request bodies
 
 
+class Pace:
+    """Keeps one transfer at `rate` bytes/s (a real S3 link gives one connection ~50-100 MB/s): move at most
+    `slice(n)` bytes at a time, then `step(moved)` sleeps until the schedule allows more.  `rate` None or 0
+    means unpaced: `slice` passes n through and `step` never sleeps."""
+
+    SLICE = 256 * 1024
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate or None
+        self.done = 0
+        self.started = time.monotonic()
+
+    def slice(self, n: int) -> int:
+        return min(n, self.SLICE) if self.rate else n
+
+    def step(self, n: int) -> None:
+        self.done += n
+        if self.rate and (ahead := self.done / self.rate - (time.monotonic() - self.started)) > 0:
+            time.sleep(ahead)
+
+
 class _LengthReader(io.RawIOBase):
     """A body delimited by Content-Length."""
 
-    def __init__(self, f: BinaryIO, length: int) -> None:
+    def __init__(self, f: BinaryIO, length: int, pace: Pace | None = None) -> None:
         self._f = f
         self._left = length
+        self._pace = pace or Pace(None)
         self.trailers: dict[str, str] = {}  # only aws-chunked framing inside the body can fill them
         self.consumed = 0
 
@@ -76,12 +98,13 @@ class _LengthReader(io.RawIOBase):
     def readinto(self, b) -> int:  # type: ignore[override]
         if self._left <= 0:
             return 0
-        view = memoryview(b)[: min(len(b), self._left)]
+        view = memoryview(b)[: self._pace.slice(min(len(b), self._left))]
         n = self._f.readinto(view)
         if not n:
             raise _incomplete(f"request body ended {self._left} bytes early")
         self._left -= n
         self.consumed += n
+        self._pace.step(n)
         return n
 
 
@@ -107,10 +130,11 @@ def _read_trailers(f: BinaryIO, into: dict[str, str]) -> None:
 class _ChunkedReader(io.RawIOBase):
     """A body sent with HTTP Transfer-Encoding: chunked; trailers land in `trailers`."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, pace: Pace | None = None) -> None:
         self._f = f
         self._left = 0
         self._done = False
+        self._pace = pace or Pace(None)
         self.trailers: dict[str, str] = {}
         self.consumed = 0
 
@@ -126,12 +150,13 @@ class _ChunkedReader(io.RawIOBase):
                 _read_trailers(self._f, self.trailers)
                 self._done = True
                 return 0
-        view = memoryview(b)[: min(len(b), self._left)]
+        view = memoryview(b)[: self._pace.slice(min(len(b), self._left))]
         n = self._f.readinto(view)
         if not n:
             raise _incomplete("request body ended inside a chunk")
         self._left -= n
         self.consumed += n
+        self._pace.step(n)
         if self._left == 0 and self._f.readline(3) not in (b"\r\n", b"\n"):
             raise _incomplete("chunk not followed by CRLF")
         return n
@@ -140,17 +165,21 @@ class _ChunkedReader(io.RawIOBase):
 BodyReader = _LengthReader | _ChunkedReader
 
 
-def body_reader(rfile: BinaryIO, headers: Message, require_length: bool = True) -> BodyReader:
+def body_reader(
+    rfile: BinaryIO, headers: Message, require_length: bool = True, bandwidth: float | None = None
+) -> BodyReader:
     """The request body as the HTTP framing delimits it (chunked, else Content-Length; missing and not required
-    means empty).  Its `consumed` counts the bytes read off the socket, `trailers` collects trailer fields."""
+    means empty).  Its `consumed` counts the bytes read off the socket, `trailers` collects trailer fields.
+    `bandwidth` (bytes/s) reads it no faster than that, like an upload over a real S3 link."""
+    pace = Pace(bandwidth)
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
-        return _ChunkedReader(rfile)
+        return _ChunkedReader(rfile, pace)
     length = headers.get("Content-Length")
     if length is None and not require_length:
         length = "0"
     if length is None or not length.strip().isdigit():
         raise FramingError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
-    return _LengthReader(rfile, int(length))
+    return _LengthReader(rfile, int(length), pace)
 
 
 def _iter_aws_chunked(src: io.BufferedReader, trailers: dict[str, str]) -> Iterator[memoryview]:

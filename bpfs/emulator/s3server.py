@@ -6,8 +6,9 @@ disk (`s3store.py`) and response bodies leave through sendfile(2) from the reque
 costs time proportional to the range and a plain GET runs at several hundred MB/s.
 
 Beyond speed the server gives tests what a real S3 can't: injected faults (`faults.py`: errors, stalls,
-connections dropped mid-body), traffic counters (`S3Server.stats`), visible multipart state, a per-response
-`bandwidth` cap (to behave like a real S3 link in the benchmark), archived storage classes (GLACIER GET ->
+connections dropped mid-body), traffic counters (`S3Server.stats`), visible multipart state, the shape of a
+real S3 link for the benchmark (a first-byte `latency` on every request and a per-connection `bandwidth` cap on
+object bodies, downloads and PUT/UploadPart uploads alike), archived storage classes (GLACIER GET ->
 403 InvalidObjectState), and a switch (`accept_aws_chunked=False`) that behaves like the S3-compatible servers
 that reject botocore's flexible checksums and aws-chunked uploads, so the project's workaround can be tested.
 
@@ -39,6 +40,7 @@ from bpfs.emulator.faults import Fault, Faults
 from bpfs.emulator.s3protocol import (
     BLOCK,
     FramingError,
+    Pace,
     Received,
     S3Error,
     body_reader,
@@ -105,7 +107,13 @@ class S3Server:
     (object data and XML; a dropped connection counts only what was sent), `bytes_received` is request
     bodies as read off the socket (HTTP chunk framing excluded, aws-chunked framing included).
     `multipart_uploads` maps upload id -> MultipartUpload for uploads neither completed nor aborted.
-    `bandwidth` (bytes/s per response body, None = unlimited) paces object bodies like a real S3 link.
+
+    The link shape, for behaving like a real S3 link (both off by default):
+    `latency` (seconds, 0 = none) is waited by every request after its headers arrive: before a GET's or any
+    other answer starts (the first-byte latency), and before a PutObject/UploadPart body is read (before its
+    100 Continue, if it asked for one).
+    `bandwidth` (bytes/s per request, None = unlimited) paces object bodies in both directions: a GET's body
+    is sent, and a PutObject/UploadPart body read, no faster than that.  Small XML bodies are not paced.
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class S3Server:
         self.faults = faults
         self.accept_aws_chunked = accept_aws_chunked
         self.bandwidth: float | None = None
+        self.latency: float = 0.0
         self.multipart_uploads: dict[str, MultipartUpload] = {}
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         self._lock = threading.Lock()
@@ -275,6 +284,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.status:
                     code = fault.code or _DEFAULT_ERROR_CODES.get(fault.status, "InternalError")
                     raise S3Error(fault.status, code, "Injected fault")
+            if s3.latency:
+                time.sleep(s3.latency)  # the body of a PUT is read after it: _receive_body sends 100 Continue
             params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items() if not _ignored_param(k)}
             self._route(raw_path, params, fault)
         except S3Error as err:
@@ -339,12 +350,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = b"" if self.command == "HEAD" else error_doc(err, self._path, self._request_id)
         self._respond(err.status, body, headers)
 
-    def _receive_body(self, dest: BinaryIO, require_length: bool = True) -> Received:
-        """Read the whole request body into `dest` (see `receive_body`), sending 100 Continue first if asked."""
+    def _receive_body(self, dest: BinaryIO, require_length: bool = True, paced: bool = False) -> Received:
+        """Read the whole request body into `dest` (see `receive_body`), sending 100 Continue first if asked;
+        `paced`: no faster than `bandwidth` (object bodies)."""
         self._body_done = True
         raw = None
         try:
-            raw = body_reader(self.rfile, self.headers, require_length)
+            bandwidth = self.server.s3.bandwidth if paced else None
+            raw = body_reader(self.rfile, self.headers, require_length, bandwidth)
             self._send_continue()
             return receive_body(raw, self.headers, dest)
         except FramingError:
@@ -362,9 +375,10 @@ class _Handler(BaseHTTPRequestHandler):
         return sink.getvalue()
 
     def _spool_body(self, tmp: pathlib.Path) -> Received:
+        """An object body (PutObject, UploadPart) into the file `tmp`, paced to `bandwidth`."""
         try:
             with open(tmp, "wb", buffering=0) as dest:
-                return self._receive_body(dest)
+                return self._receive_body(dest, paced=True)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -372,19 +386,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _sendfile(self, f: BinaryIO, offset: int, count: int) -> int:
         """Zero-copy body: sendfile(2) straight from the object file, paced to `bandwidth` if set (small
         slices, then sleep until the schedule allows more), counting what actually went out."""
-        pace = self.server.s3.bandwidth
-        slice_size = 256 * 1024 if pace else 1 << 30
+        pace = Pace(self.server.s3.bandwidth)
         out_fd, in_fd = self.connection.fileno(), f.fileno()
         sent = 0
-        started = time.monotonic()
         try:
             while sent < count:
-                n = os.sendfile(out_fd, in_fd, offset + sent, min(count - sent, slice_size))
+                n = os.sendfile(out_fd, in_fd, offset + sent, pace.slice(min(count - sent, 1 << 30)))
                 if n == 0:
                     raise OSError("object file shorter than its recorded size")
                 sent += n
-                if pace and (ahead := sent / pace - (time.monotonic() - started)) > 0:
-                    time.sleep(ahead)
+                pace.step(n)
             return sent
         finally:
             self.server.s3._count(bytes_sent=sent)
