@@ -32,6 +32,7 @@ log = logging.getLogger("bpfs.disk_cache")
 MAGIC = b"BPFSBLK1"
 HEADER = struct.Struct("<8sQII16s")  # magic, block index, data length, crc32 of data, identity digest
 TEMP_SUFFIX = ".tmp"
+TOUCH_EVERY = 60.0  # seconds: a block read again after this long is marked used (its mtime orders eviction)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class DiskCache:
         os.chmod(self.root, 0o700)
         self._bytes = 0
         self._lock = threading.Lock()
+        self._evicting = threading.Lock()
         self._paused_until = 0.0
         self._last_scan = 0.0
         self._queue: queue.Queue = queue.Queue(config.pending_writes)
@@ -81,45 +83,60 @@ class DiskCache:
 
     # -- reading -----------------------------------------------------------------------------------
     def get(self, identity: bytes, index: int) -> bytes | None:
-        """The block, checked; None when absent, or corrupt (which is then deleted)."""
+        """The block, checked; None when absent, or damaged (which is then deleted)."""
+        buffer = bytearray(self.config.block_size)
+        got = self.get_into(identity, index, memoryview(buffer))
+        return None if got is None else bytes(buffer[:got])
+
+    def get_into(self, identity: bytes, index: int, view: memoryview) -> int | None:
+        """Read the block straight into `view` (one copy: disk to the caller's buffer); its length, or None
+        when absent or damaged (a damaged block is deleted, and its bytes in `view` mean nothing)."""
         path = self._path(identity, index)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            with open(path, "rb", buffering=0) as f:
+                header = f.read(HEADER.size)
+                got = f.readinto(view) if len(header) == HEADER.size else 0
+                extra = f.read(1)
+                st = os.fstat(f.fileno())
         except OSError:
             self.stats.add("disk_misses")
             return None
-        data = self._verify(raw, identity, index)
-        if data is None:
+        if not self._intact(header, view[:got], identity, index) or extra:
             self.stats.add("disk_corrupt")
             log.warning("dropped a damaged cache block %s; it will be fetched again", path.name)
             self._remove(path)
             self.stats.add("disk_misses")
             return None
         self.stats.add("disk_hits")
-        try:
-            os.utime(path)  # least recently used goes first
-        except OSError:
-            pass
-        return data
+        if time.time() - st.st_mtime > TOUCH_EVERY:  # least recently used goes first; a touch a minute is enough
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+        return got
 
     @staticmethod
-    def _verify(raw: bytes, identity: bytes, index: int) -> bytes | None:
-        if len(raw) < HEADER.size:
-            return None
-        magic, stored_index, length, crc, stored_identity = HEADER.unpack_from(raw)
-        data = raw[HEADER.size:]
-        if magic != MAGIC or stored_index != index or stored_identity != identity or len(data) != length:
-            return None
-        return data if zlib.crc32(data) == crc else None
+    def _intact(header: bytes, data: memoryview, identity: bytes, index: int) -> bool:
+        if len(header) < HEADER.size:
+            return False
+        magic, stored_index, length, crc, stored_identity = HEADER.unpack(header)
+        return magic == MAGIC and stored_index == index and stored_identity == identity and \
+            len(data) == length and zlib.crc32(data) == crc
 
     # -- writing -----------------------------------------------------------------------------------
-    def put(self, identity: bytes, index: int, data: bytes) -> None:
-        """Queue a block for the writer; dropped when the queue is full or the disk is."""
+    def put(self, identity: bytes, index: int, data: bytes | memoryview, now: bool = False) -> None:
+        """Keep a block. `now`: write it in the calling thread (a read-ahead worker: nobody waits on it, and
+        a stream's blocks must not be dropped); else queue it for the writer, dropped when the queue is full."""
         if self._closed or time.monotonic() < self._paused_until:
             return
+        if now:
+            try:
+                self._write(identity, index, data)
+            except OSError as exc:
+                log.warning("could not write a cache block: %s", exc.strerror or exc)
+            return
         try:
-            self._queue.put_nowait((identity, index, data))
+            self._queue.put_nowait((identity, index, bytes(data)))
         except queue.Full:
             self.stats.add("disk_dropped")
 
@@ -133,7 +150,7 @@ class DiskCache:
             except Exception:  # noqa: BLE001 - the cache must never take reads down with it
                 log.exception("writing a cache block")
 
-    def _write(self, identity: bytes, index: int, data: bytes) -> None:
+    def _write(self, identity: bytes, index: int, data: bytes | memoryview) -> None:
         path = self._path(identity, index)
         if path.exists():
             return
@@ -166,15 +183,20 @@ class DiskCache:
             over = self._bytes + size - self.config.limit
         if over <= 0:
             return
-        blocks = sorted(self._blocks(), key=lambda item: item[1])  # oldest first
-        for path, _mtime, length in blocks:
+        with self._evicting:  # one thread evicts; the others find the room it made
+            with self._lock:
+                over = self._bytes + size - self.config.limit
             if over <= 0:
-                break
-            if self._remove(path):
-                over -= length
-                with self._lock:
-                    self._bytes -= length
-                self.stats.add("disk_evictions")
+                return
+            over += self.config.limit // 10  # room for a while: a directory scan per block would be slow
+            for path, _mtime, length in sorted(self._blocks(), key=lambda item: item[1]):  # oldest first
+                if over <= 0:
+                    break
+                if self._remove(path):
+                    over -= length
+                    with self._lock:
+                        self._bytes -= length
+                    self.stats.add("disk_evictions")
 
     # -- the directory -----------------------------------------------------------------------------
     def _blocks(self) -> list[tuple[Path, float, int]]:

@@ -98,7 +98,7 @@ class Prefetcher:
         """Fetch one extent's bytes (in the calling thread) and publish them."""
         started = time.monotonic()
         try:
-            data = self.fetch(extent.obj, extent.start, extent.end)
+            data = self.fetch(extent.obj, extent.start, extent.end, prefetch=extent.prefetched)
             if len(data) != extent.size:
                 raise RemoteError(f"s3://{extent.obj[0]}/{extent.obj[1]}: short read at {extent.start} "
                                   f"({len(data)} of {extent.size} bytes)")
@@ -109,9 +109,10 @@ class Prefetcher:
             return
         self.cache.filled(extent, data)
 
-    def fetch(self, obj: ObjectId, start: int, end: int) -> bytes:
+    def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False) -> bytearray | bytes:
         """Bytes [start, end): from the disk cache where it holds them, else from S3 (in whole blocks when the
-        disk cache is on, so that what is fetched once is on disk for the next time)."""
+        disk cache is on, so that what is fetched once is on disk for the next time). `prefetch`: a read-ahead
+        worker asks, and writes what it fetched to disk itself (nobody waits on it)."""
         bucket, key = obj
         if self.disk is None:
             return self.objects.get_range(bucket, key, start, end)
@@ -119,24 +120,26 @@ class Prefetcher:
         block = self.disk.config.block_size
         size = self._object_sizes.get(obj) or end
         first, last = start // block, (end - 1) // block
-        pieces: dict[int, bytes] = {}
+        base = first * block
+        buffer = bytearray(min((last + 1) * block, size) - base)
+        view = memoryview(buffer)
         missing: list[int] = []
         for index in range(first, last + 1):
-            data = self.disk.get(identity, index)
-            if data is not None and len(data) == min(block, size - index * block):
-                pieces[index] = data
-            else:
+            lo = index * block - base
+            want = min(block, size - index * block)
+            if self.disk.get_into(identity, index, view[lo:lo + want]) != want:
                 missing.append(index)
         for run in _runs(missing):
             lo, hi = run[0] * block, min((run[-1] + 1) * block, size)
             data = self.objects.get_range(bucket, key, lo, hi)
+            view[lo - base:lo - base + len(data)] = data
             for index in run:
-                piece = data[(index - run[0]) * block:(index - run[0] + 1) * block]
-                pieces[index] = piece
-                if len(piece) == min(block, size - index * block):  # whole blocks only
-                    self.disk.put(identity, index, piece)
-        joined = b"".join(pieces[i] for i in range(first, last + 1))
-        return joined[start - first * block:end - first * block]
+                piece = view[index * block - base:min((index + 1) * block, size) - base]
+                if index * block + len(piece) <= lo + len(data):  # whole blocks only
+                    self.disk.put(identity, index, piece, now=prefetch)
+        if start == base and end == base + len(buffer):
+            return buffer
+        return buffer[start - base:end - base]
 
     def _identity(self, obj: ObjectId) -> bytes:
         """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds, so a
