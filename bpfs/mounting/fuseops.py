@@ -89,7 +89,7 @@ class Operations(fuse.Operations):
     @_mapped
     def read(self, path: str, size: int, offset: int, fi) -> bytes | ctypes.Array:
         data = self.fs.read(fi.fh, size, offset)
-        if isinstance(data, bytearray):
+        if not isinstance(data, bytes | memoryview):  # a bytearray or a mapping
             data = memoryview(data)
         if isinstance(data, memoryview):
             # mfusepy copies the reply into libfuse's buffer (memmove); a ctypes view of the cached bytes

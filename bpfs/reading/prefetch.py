@@ -14,6 +14,7 @@ requests) keep the stream; any other jump resets it. Everything lands in the sha
 from __future__ import annotations
 
 import logging
+import mmap
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from cachetools import LRUCache
 from bpfs.errors import RemoteError
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
-from bpfs.remote.s3 import ObjectClient
+from bpfs.remote.s3 import ObjectClient, new_buffer
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.prefetch")
@@ -109,7 +110,7 @@ class Prefetcher:
             return
         self.cache.filled(extent, data)
 
-    def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False) -> bytearray | bytes:
+    def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end): from the disk cache where it holds them, else from S3 (in whole blocks when the
         disk cache is on, so that what is fetched once is on disk for the next time). `prefetch`: a read-ahead
         worker asks, and writes what it fetched to disk itself (nobody waits on it)."""
@@ -121,7 +122,7 @@ class Prefetcher:
         size = self._object_sizes.get(obj) or end
         first, last = start // block, (end - 1) // block
         base = first * block
-        buffer = bytearray(min((last + 1) * block, size) - base)
+        buffer = new_buffer(min((last + 1) * block, size) - base)
         view = memoryview(buffer)
         missing: list[int] = []
         for index in range(first, last + 1):
@@ -139,7 +140,7 @@ class Prefetcher:
                     self.disk.put(identity, index, piece, now=prefetch)
         if start == base and end == base + len(buffer):
             return buffer
-        return buffer[start - base:end - base]
+        return bytes(view[start - base:end - base])
 
     def _identity(self, obj: ObjectId) -> bytes:
         """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds, so a
