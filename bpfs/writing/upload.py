@@ -31,8 +31,10 @@ GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (file
 @dataclass(frozen=True)
 class UploadConfig:
     part_size: int = 8 << 20  # mountpoint-s3's and the CRT's write part size: the smallest that fills a link
-    per_file: int = 6  # parts of one file in flight: a single cp needs several connections, as upload_file uses
-    max_parts: int = 8  # parts in flight across the mount: memory stays under (per file 1 + 8) x 8 MiB
+    # parts of one file in flight: on a link that caps each connection, one cp needs as many connections as
+    # boto3's upload_file uses (10 threads)
+    per_file: int = 10
+    max_parts: int = 16  # parts in flight across the mount: at most 16 x 8 MiB, plus each file's one being filled
 
 
 def return_freed_buffers() -> None:
