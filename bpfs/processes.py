@@ -1,12 +1,13 @@
-"""What bpfs learns about the processes using the mount, from /proc: who still holds a file open, and
-whether the process closing one is dying.
+"""What bpfs learns from /proc: who still holds a file open, whether the process closing one is dying,
+and the mount table (the one parser of mountinfo in bpfs).
 
 A file in the drop box is finished at its *last* close: `{ cat a; cat b; } > f` and a `subprocess`
 writing to its parent's file close the file several times, and only the last close ends it. FUSE
 says who closes (flush) but not whether others still hold the file, so bpfs looks: at flush time
 the closing descriptor is already gone from /proc/PID/fd, and any other descriptor on the file,
-in any process, means this is not the last close. Only `readlink` is used: it never enters the
-mount, so the daemon never calls into itself.
+in any process, means this is not the last close. A descriptor is recognised by its path inside the
+filesystem and the device of its mount, so bind mounts, containers and `umount -l` are seen too.
+Only `readlink` and fdinfo are read: they never enter the mount, so the daemon never calls itself.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Mount points: the one parser of /proc/self/mountinfo, checks before mounting, recovery of a dead
-mount, unmounting (naming what keeps a mount busy), and the kernel readahead of a mount."""
+"""Mount points: checks before mounting, recovery of a dead mount, unmounting (naming what keeps a mount
+busy), and the kernel readahead of a mount. (mountinfo itself is read in `bpfs.processes`.)"""
 
 from __future__ import annotations
 
