@@ -13,6 +13,7 @@ from pathlib import Path
 from bpfs.control import ControlFiles
 from bpfs.errors import BpfsError, ConfigError
 from bpfs.filesystem import Filesystem
+from bpfs.memory import trace_from_env, tune_malloc
 from bpfs.mounting.mountpoints import raise_readahead
 from bpfs.mounting.service import notify
 from bpfs.options import MountOptions
@@ -110,6 +111,8 @@ def serve(config: Config, options: MountOptions, mountpoint: str, on_ready: Call
           debug: bool = False) -> None:
     from bpfs.mounting import fuseops  # libfuse is loaded only when something is mounted
 
+    tune_malloc()  # before any thread: freed cache extents and parts go back to the OS
+    trace_from_env()  # BPFS_TRACEMALLOC=SECONDS: allocation reports in the log (a diagnostic, off by default)
     real_mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards this would ask the daemon
     fs = build_filesystem(replace(config), options, mountpoint=real_mountpoint)
 

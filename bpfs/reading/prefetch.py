@@ -210,7 +210,7 @@ class PrefetchReader:
         self.from_start = False  # the stream began at offset 0 (a cp, a cat): read ahead at once
         self.ahead = 0  # requested (or held) up to here
         self.lock = threading.Lock()
-        self.queued: list[tuple[Future, Extent]] = []  # prefetches not yet known to have started
+        self.queued: list[tuple[Future, Extent]] = []  # prefetches not finished yet (close() cancels them)
 
     def read(self, offset: int, size: int) -> bytes | memoryview:
         end = min(offset + size, self.size)
@@ -308,8 +308,14 @@ class PrefetchReader:
                 future = self.p.submit(extent)
                 if future is not None:
                     with self.lock:
-                        self.queued = [(f, e) for f, e in self.queued if not f.done()]
                         self.queued.append((future, extent))
+                    future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        """A prefetch that ran has nothing left to cancel. Kept, its extent would keep the bytes alive after the
+        cache dropped them, for as long as the file stays open: outside cache_mb, up to a window per file."""
+        with self.lock:
+            self.queued = [(f, e) for f, e in self.queued if f is not future]
 
     def close(self) -> None:
         """Drop prefetches that have not started: a closed file should not keep the link busy."""

@@ -37,19 +37,6 @@ class UploadConfig:
     max_parts: int = 16  # parts in flight across the mount: at most 16 x 8 MiB, plus each file's one being filled
 
 
-def return_freed_buffers() -> None:
-    """Make glibc serve every allocation of 1 MiB or more with its own mmap, so a part buffer goes back
-    to the OS when it is freed. By default glibc raises that threshold after the first big free, and then
-    8 MiB parts pile up in per-thread arenas (a 300 MB copy peaked at 165 MB RSS instead of 105 MB)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 class UploadPool:
     """The uploader threads shared by every file being written, and the mount-wide cap on parts in flight."""
 
@@ -59,7 +46,6 @@ class UploadPool:
         self.part_size = max(MIN_PART, self.config.part_size)
         self.slots = threading.BoundedSemaphore(self.config.max_parts)
         self.executor = ThreadPoolExecutor(self.config.max_parts, thread_name_prefix="bpfs-upload")
-        return_freed_buffers()
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
