@@ -34,7 +34,7 @@ class UploadConfig:
     # parts of one file in flight: on a link that caps each connection, one cp needs as many connections as
     # boto3's upload_file uses (10 threads)
     per_file: int = 10
-    max_parts: int = 16  # parts in flight across the mount: at most 16 x 8 MiB, plus each file's one being filled
+    max_parts: int = 10  # parts in flight across the mount: at most 10 x 8 MiB, plus each file's one being filled
 
 
 class UploadPool:
