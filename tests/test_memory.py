@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 from bpfs import memory
@@ -33,3 +34,22 @@ def test_a_paused_open_file_keeps_no_prefetched_extent():
 def test_tune_malloc_runs_anywhere():
     memory.tune_malloc()  # glibc: two arenas and a fixed mmap threshold; elsewhere nothing
     assert "malloc" in memory.malloc_line()
+
+
+def test_idle_drafts_beyond_the_bound_are_forgotten(emulator, tmp_path, monkeypatch):
+    """A mount taking uploads for weeks keeps a bounded registry of drafts; busy ones always stay."""
+    from bpfs.writing import sample_dropbox
+    from tests.behaviour.conftest import in_process
+
+    monkeypatch.setattr(sample_dropbox, "KEEP_DRAFTS", 3)
+    monkeypatch.setattr(sample_dropbox, "DRAFT_IDLE_SECONDS", 0.0)
+    with in_process(emulator, tmp_path) as fs:
+        fd = fs.open("samples/new/busy_R1.fastq", os.O_WRONLY | os.O_CREAT)  # in flight: never forgotten
+        fs.write_fd(fd, b"@r\nACGT\n+\nIIII\n")
+        for i in range(6):
+            fs.mkdir(f"samples/new/idle{i}")
+        listed = set(fs.listdir("samples/new"))
+        assert "busy_R1.fastq" in listed
+        assert listed - {"busy_R1.fastq"} == {"idle4", "idle5"}  # the newest, up to the bound
+        fs.close(fd)
+        assert "busy_R1.fastq" in fs.listdir("samples/new")

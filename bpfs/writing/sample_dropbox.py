@@ -55,6 +55,11 @@ from bpfs.writing.upload import ObjectStream, UploadConfig, UploadPool
 log = logging.getLogger("bpfs.writer")
 
 META_LIMIT = 1 << 20  # sample.json is kept in memory while it is written
+# Finished drafts stay listed so `ls samples/new/` shows recent work, but a mount taking uploads for
+# weeks must not grow without bound: past this many drafts, those idle this long with nothing in
+# flight are forgotten (a few KB each; their samples live on under samples/<id>/).
+KEEP_DRAFTS = 1024
+DRAFT_IDLE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,7 @@ class SampleDropBox(Subtree):
         with self._lock:
             if parts[0] in self._drafts:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
+            self._prune()
             self._drafts[parts[0]] = Draft(parts[0], is_dir=True)
 
     def rmdir(self, path: str) -> None:
@@ -377,6 +383,7 @@ class SampleDropBox(Subtree):
         with self._lock:
             if name in self._drafts:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
+            self._prune()
             draft = self._drafts[name] = Draft(name, is_dir=False)
         try:
             return self._create_file(draft, name, caller)
@@ -606,6 +613,26 @@ class SampleDropBox(Subtree):
                 except BpfsError as exc:
                     log.error("sample %d (%s) has no file but could not be deleted: %s", doomed, draft.name, exc)
         self._forget_if_empty(draft)
+
+    def _prune(self, now: float | None = None) -> None:
+        """Forget the oldest idle drafts beyond KEEP_DRAFTS. Holds the registry lock."""
+        if len(self._drafts) < KEEP_DRAFTS:
+            return
+        now = time.time() if now is None else now
+        idle = []
+        for name, draft in self._drafts.items():
+            with draft.lock:
+                if draft.active or any(f.state in ("starting", "writing") for f in draft.files.values()):
+                    continue
+                last = max([draft.mtime, *(f.mtime for f in draft.files.values())])
+            if now - last >= DRAFT_IDLE_SECONDS:
+                idle.append((last, name))
+        idle.sort()
+        doomed = idle[:len(self._drafts) - KEEP_DRAFTS + 1]
+        for _, name in doomed:
+            del self._drafts[name]
+        if doomed:
+            log.debug("forgot %d idle drafts in samples/new/", len(doomed))
 
     def _forget_if_empty(self, draft: Draft) -> None:
         """A single-file draft lives as long as its file; a directory until rmdir."""
