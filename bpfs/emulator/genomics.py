@@ -13,6 +13,7 @@ same index content.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import random
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
@@ -382,6 +383,20 @@ def _bam_header(sample: str, rg: str) -> tuple[bytes, str]:
     return b"".join(out), text
 
 
+
+def _remembered(make: Callable) -> Callable:
+    """The builders are pure functions of a seed: a process that starts several emulators (the test suite)
+    builds each small file once. Large ones (the benchmark's BAM) are built anew rather than kept."""
+    cached = functools.lru_cache(maxsize=32)(make)
+
+    @functools.wraps(make)
+    def build(seed: int, n: int, *args: object, **kwargs: object) -> object:
+        return cached(seed, n, *args, **kwargs) if n <= 100_000 else make(seed, n, *args, **kwargs)
+
+    return build
+
+
+@_remembered
 def make_bam(seed: int, n_reads: int, read_len: int = 100) -> tuple[bytes, bytes]:
     """A coordinate-sorted BAM of `n_reads` mapped single reads over REFERENCES, and its BAI.
 
@@ -503,6 +518,7 @@ def _vcf_header(samples: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@_remembered
 def make_vcf(seed: int, n_records: int) -> tuple[bytes, bytes]:
     """A bgzipped, position-sorted VCF 4.2 with two samples (GT:DP) over REFERENCES, and its tabix index.
 
@@ -565,6 +581,7 @@ def make_vcf(seed: int, n_records: int) -> tuple[bytes, bytes]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@_remembered
 def make_fastq_gz(seed: int, n_reads: int, mate: int = 1, read_len: int = 100, name: str = "read") -> bytes:
     """A gzipped FASTQ with Casava 1.8 headers (`@<name>:<run>:<flowcell>:<lane>:<tile>:<x>:<y> <mate>:N:0:<bc>`).
 

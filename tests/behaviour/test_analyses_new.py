@@ -48,7 +48,7 @@ def test_a_request_starts_an_analysis_and_reads_as_its_record(make_fs, dialect):
     assert new in [a if isinstance(a, int) else int(str(a).rstrip("/").rsplit("/", 1)[-1]) for a in analyses_of_sample]
     deadline = time.monotonic() + 30  # its directory fills in as the server adds files
     while time.monotonic() < deadline and "fastqc" not in fs.listdir(f"analyses/{new}"):
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert "fastqc" in fs.listdir(f"analyses/{new}")
 
 
