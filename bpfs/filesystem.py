@@ -109,7 +109,8 @@ class Filesystem:
         self.stats.add("bytes_served", len(chunk))
         return chunk
 
-    def write(self, fh: int, data: bytes, offset: int, caller: int | None = None) -> int:
+    def write(self, fh: int, data: bytes | memoryview, offset: int, caller: int | None = None) -> int:
+        """`data` may be a view of libfuse's buffer, valid during this call only: a handle copies what it keeps."""
         return self.handle(fh).write(data, offset, caller)
 
     def flush(self, fh: int, caller: int | None = None) -> None:
