@@ -201,8 +201,7 @@ class ObjectClient:
                     if position - mark >= PROGRESS_BYTES or position >= end:
                         # enough arrived in time: a new stall bound starts now
                         mark, progress = position, time.monotonic()
-                        self.watchdog.disarm(token)
-                        token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
+                        token.extend(progress + CONNECT_TIMEOUT + self.read_timeout)
             except _BODY_ERRORS as exc:
                 self.stats.add("s3_errors")
                 last = exc
