@@ -285,7 +285,7 @@ class PrefetchReader:
         with self.lock:
             if self.run < config.stream_threshold and not self.from_start:
                 return
-            window = min(config.max_window, max(config.min_window, 2 * self.run))
+            window = min(config.max_window, max(config.min_window, 4 * self.run))
             target = min(self.size, (self.next_offset or 0) + window)
             # top up in whole parts: one GET per kernel read would be latency-bound
             if target - self.ahead < min(config.part_size, window // 2) and target < self.size:
@@ -294,6 +294,8 @@ class PrefetchReader:
             pieces = []
             while start < target:
                 piece = min(config.part_size, target - start)
+                if piece < config.part_size and target < self.size and window >= 2 * config.part_size:
+                    break  # a wide window tops up in whole parts: every GET pays a round trip, however small
                 if not self.p.try_reserve(piece):
                     break  # enough in flight for the whole mount: the next read tries again
                 pieces.append((start, start + piece))
