@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--v1-bare-lists", action="store_true", help="answer v1 lists as bare JSON arrays")
     parser.add_argument("--api-port", type=int, default=0, help="REST port (default: any free port)")
     parser.add_argument("--s3-port", type=int, default=0, help="S3 port (default: any free port)")
+    parser.add_argument("--s3-latency-ms", type=float, default=0, metavar="MS",
+                        help="S3 waits MS before answering any request (real S3: ~10-50 ms to the first byte)")
+    parser.add_argument("--s3-mbps", type=float, default=0, metavar="MB/S",
+                        help="cap each S3 GET or upload body at MB/S, per request (real S3: ~100 per connection)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         emulator.start()
+        if args.s3_latency_ms:
+            emulator.s3.latency = args.s3_latency_ms / 1000
+        if args.s3_mbps:
+            emulator.s3.bandwidth = args.s3_mbps * 1e6
         v1 = emulator.write_config(config_dir / "config-v1.json", "v1")
         v3 = emulator.write_config(config_dir / "config-v3.json", "v3")
         print(f"Basepair emulator ready in {time.monotonic() - started:.1f} s", flush=True)
