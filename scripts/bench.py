@@ -442,10 +442,10 @@ class Mount(FuseProcess):
         return path if path.exists() else None
 
     def wait_readahead(self, options: list[str], timeout: float = 6.0) -> None:
-        """As root, bpfs raises the mount's read_ahead_kb (-o read_ahead_kb, 1024 by default) from a
-        background thread a moment after the mount appears: wait for it, so a read that starts at once
-        is not measured at the kernel's 128 KiB readahead for its first part."""
-        want = 1024
+        """With -o read_ahead_kb=N (root; the default 0 leaves the kernel's 128 KiB) bpfs raises the mount's
+        readahead from a background thread a moment after the mount appears: wait for it, so a read that
+        starts at once is not measured at the kernel's readahead for its first part."""
+        want = 0
         for group in options:
             for item in group.split(","):
                 name, _, value = item.strip().partition("=")
