@@ -60,8 +60,8 @@ _CONNECT_ERRORS = (
 
 def new_buffer(size: int) -> bytearray | mmap.mmap:
     """Room for `size` bytes about to be overwritten. bytearray(n) zeroes its memory first (a profile of a
-    stream put a quarter of the daemon's time there); an anonymous mapping is zero pages the kernel hands
-    out as they are written, and goes back to the system whole when dropped (no heap left fragmented)."""
+    stream put a quarter of the daemon's time there); an anonymous mapping gets its pages from the kernel
+    in one call, and goes back to the system whole when dropped (no heap left fragmented)."""
     return mmap.mmap(-1, size, flags=_PRIVATE_FILLED) if size >= BIG_BUFFER else bytearray(size)
 
 
