@@ -179,6 +179,25 @@ def test_concurrent_readers_of_one_object_share_and_agree():
         p.close()
 
 
+def test_parallel_streams_share_the_cache_instead_of_refetching():
+    """Four streams whose full windows would not fit in the cache together: each gets a share, so no
+    part is evicted before it is read and fetched again."""
+    objects = {f"o{i}": random.Random(10 + i).randbytes(2 * MiB) for i in range(4)}
+    client, p = make(objects, max_window=512 * KiB, cache_bytes=1 * MiB, max_in_flight=2 * MiB)
+    try:
+        readers = {key: p.open("b", key, len(data)) for key, data in objects.items()}
+        offset = 0
+        while offset < 2 * MiB:
+            for key, reader in readers.items():  # round robin, as four cp's sharing the daemon
+                assert reader.read(offset, 32 * KiB) == objects[key][offset:offset + 32 * KiB]
+            offset += 32 * KiB
+        for reader in readers.values():
+            reader.close()
+        assert client.bytes <= 1.1 * 8 * MiB, f"fetched {client.bytes / MiB:.1f} MiB to serve 8 MiB"
+    finally:
+        p.close()
+
+
 def test_a_failed_fetch_fails_the_read_then_recovers():
     client, p = make({"k": DATA})
     try:

@@ -90,15 +90,16 @@ class ExtentCache:
         with self.lock:
             self._remove(extent)
 
-    def drop_consumed(self, obj: ObjectId, before: int) -> None:
-        """Forget the extents a stream has read past, prefetched or fetched on demand when the prefetch fell
-        behind: streaming 1 GiB must not fill the cache (the kernel keeps what it may re-read)."""
+    def drop_consumed(self, obj: ObjectId, before: int, after: int = 0) -> None:
+        """Forget the extents a stream has read past, [after, before), prefetched or fetched on demand when
+        the prefetch fell behind: streaming 1 GiB must not fill the cache (the kernel keeps what it may
+        re-read). Only its own run: other readers of the object further back still need theirs."""
         with self.lock:
             for start in list(self._starts.get(obj, ())):
                 if start >= before:
                     break
                 extent = self._extents[obj][start]
-                if extent.end <= before and extent.future.done():
+                if start >= after and extent.end <= before and extent.future.done():
                     self._remove(extent)
 
     def forget(self, obj: ObjectId) -> None:
