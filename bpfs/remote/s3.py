@@ -189,9 +189,11 @@ class ObjectClient:
             mark = position  # progress counts in PROGRESS_BYTES steps: a trickle of bytes is a stall
             stalled = lambda body=body: cut(getattr(body, "_raw_stream", None))  # noqa: E731
             token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
+            began, first, ask = time.monotonic(), position, 0
             try:
                 while position < end:
-                    got = read_into(view[position - start:min(end, position + BODY_CHUNK) - start])
+                    ask = self._ask(began, first, position, ask)
+                    got = read_into(view[position - start:min(end, position + ask) - start])
                     if not got:
                         if position < min(end, promised):
                             raise ConnectionError(f"the body ended at {position} of {promised}")
@@ -220,6 +222,17 @@ class ObjectClient:
         if position < end:  # the object ended first: the bytes it had
             return bytes(memoryview(buffer)[:position - start])
         return buffer
+
+    def _ask(self, began: float, first: int, position: int, previous: int) -> int:
+        """How much one read of a body asks for. A read returns only when its buffer is full, and progress
+        counts only then: on a slow link that keeps sending, a read must fill within a quarter of the stall
+        bound at the rate seen so far, or the watchdog would cut a body that is not stalled. It at most
+        doubles from one read to the next (a burst is not a rate). Fast links soon ask BODY_CHUNK."""
+        elapsed = time.monotonic() - began
+        if not previous or elapsed <= 0:
+            return PROGRESS_BYTES
+        rate = (position - first) / elapsed
+        return int(min(BODY_CHUNK, 2 * previous, max(PROGRESS_BYTES, rate * self.read_timeout / 4)))
 
     @staticmethod
     def _retryable(exc: botocore.exceptions.ClientError) -> bool:

@@ -1,0 +1,28 @@
+"""A slow link that keeps sending is never cut: each read of a body asks for what arrives well within the
+stall bound (the watchdog counts progress only when a read returns)."""
+
+from __future__ import annotations
+
+import random
+
+from bpfs.remote import s3 as s3_module
+from bpfs.remote.config import parse_config
+from bpfs.remote.s3 import ObjectClient
+from bpfs.stats import Stats
+
+
+def test_a_slow_steady_body_is_read_without_a_cut(emulator, monkeypatch):
+    stats = Stats()
+    client = ObjectClient(parse_config(emulator.config_v1(), environ={}), stats, read_timeout=1.0)
+    data = random.Random(5).randbytes(1024 * 1024)
+    client.put_object(None, "slow/steady.bin", data)
+    monkeypatch.setattr(s3_module, "CONNECT_TIMEOUT", 0)  # the stall bound is read_timeout alone: 1 s
+    # 2 s for the body, in 256 KiB bursts every 0.5 s: one read of all of it would outlast the 1 s bound
+    emulator.s3.bandwidth = 512 * 1024
+    try:
+        got = client.get_range(None, "slow/steady.bin", 0, len(data))
+    finally:
+        emulator.s3.bandwidth = None
+    assert bytes(got) == data
+    assert stats.get("s3_errors") == 0, "the watchdog cut a body that kept arriving"
+    assert stats.get("s3_requests") == 2  # the PUT and one GET: nothing resumed
