@@ -70,8 +70,11 @@ def test_grep_find_and_md5sum(mount):
                            capture_output=True, text=True, check=True).stdout.split()
     assert [os.path.basename(p) for p in found] == ["liver_rep1.bam"]
     p = mount.path / "analyses" / "10000" / "bigwig" / "liver_rep1.bigwig"
+    errors_before = mount.stats().get("s3_errors", 0)
     out = subprocess.run(["md5sum", str(p)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert out == md5(s3_bytes(mount.emulator, "analyses/7/10000/star/liver_rep1.bigwig"))
+    # a healthy server: no GET broke off and was resumed (a read that stalls and recovers still reads right)
+    assert mount.stats().get("s3_errors", 0) == errors_before
 
 
 def test_head_c_100_fetches_little(mount):
@@ -160,11 +163,14 @@ def test_many_concurrent_readers_of_one_file_and_of_many_files(mount):
     for i, (path, data) in enumerate(list(files.items()) * 3):
         threads.append(threading.Thread(target=whole, args=(path, data)))
         threads.append(threading.Thread(target=scattered, args=(path, data, i)))
+    errors_before = mount.stats().get("s3_errors", 0)
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+        assert not t.is_alive(), "a reader is stuck"
     assert not errors, errors[:3]
+    assert mount.stats().get("s3_errors", 0) == errors_before  # nothing broke off and was resumed
 
 
 def test_zero_byte_object_reads_empty(make_mount, emulator):
