@@ -2,10 +2,11 @@
 
 Each open file gets a `PrefetchReader`. The bytes a read asks for that nobody holds yet are
 fetched inline, exactly as asked (a random 4 KiB read costs 4 KiB; the kernel's own
-readahead already rounds sequential reads up). Once reads follow each other, the reader
-keeps a window ahead of the reader, twice the bytes read in sequence so far (up to 64 MiB),
-filled by range GETs of whole parts on a bounded thread pool: a region query that reads
-300 KiB prefetches about that much, a `cp` soon keeps eight 8 MiB GETs in flight.
+readahead already rounds sequential reads up). Once reads follow each other (from the start
+of the file, or for 4 MiB after a jump), the reader keeps a window ahead of the reader, four
+times the bytes read in sequence so far (up to 64 MiB, and no more than its share of the
+cache when several streams run), filled by range GETs of whole parts on a bounded thread
+pool: a region query reads what it asks for, a `cp` soon keeps eight 8 MiB GETs in flight.
 A forward jump inside the window and a small step back (the kernel reorders readahead
 requests) keep the stream; any other jump resets it. Everything lands in the shared
 `ExtentCache`, so readers of one object share requests and bytes.
@@ -164,8 +165,8 @@ class Prefetcher:
 
     def window_share(self, reader: PrefetchReader) -> int:
         """How far ahead this stream may read: its share of half the cache. Windows that add up to more
-        than the cache holds evict parts before they are read, and those are fetched again (four parallel
-        `cp`s of 1 GiB fetched 1.7x the bytes with 64 MiB each in a 128 MiB cache)."""
+        than the cache holds evict parts before they are read, and those are fetched again (four streams of
+        64 MiB windows in the 128 MiB cache)."""
         with self._streams_lock:
             self._streams.add(reader)
             streams = len(self._streams)
