@@ -753,27 +753,3 @@ def test_lifecycle(store: ObjectStore) -> None:
     server.stop()  # idempotent
     with pytest.raises((EndpointConnectionError, ConnectionClosedError)):
         client.head_object(Bucket=BUCKET, Key="k")
-
-
-# ------------------------------------------------------------------------------------------ throughput
-
-
-def test_throughput(server: S3Server, store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Prints (doesn't assert) MB/s of one 256 MiB GET and of 8 MiB range GETs, as boto3 reads them."""
-    size = 256 * MiB
-    store.put(BUCKET, "huge", big_file(tmp_path / "huge", size))
-    client = make_client(server)
-    client.get_object(Bucket=BUCKET, Key="huge", Range="bytes=0-0")["Body"].read()  # connect first
-    start = time.perf_counter()
-    assert len(client.get_object(Bucket=BUCKET, Key="huge")["Body"].read()) == size
-    whole = size / (time.perf_counter() - start) / 1e6
-    start = time.perf_counter()
-    n = len(client.get_object(Bucket=BUCKET, Key="huge", Range=f"bytes={8 * MiB}-{16 * MiB - 1}")["Body"].read())
-    single = n / (time.perf_counter() - start) / 1e6
-    start = time.perf_counter()
-    for offset in range(0, size, 8 * MiB):
-        client.get_object(Bucket=BUCKET, Key="huge", Range=f"bytes={offset}-{offset + 8 * MiB - 1}")["Body"].read()
-    sequential = size / (time.perf_counter() - start) / 1e6
-    with capsys.disabled():
-        print(f"\n[s3 emulator] one 256 MiB GET: {whole:.0f} MB/s; one 8 MiB range GET: {single:.0f} MB/s; "
-              f"256 MiB as 32 sequential 8 MiB range GETs: {sequential:.0f} MB/s")
