@@ -179,96 +179,28 @@ def _install_bucket_listing() -> None:
     s3server._Handler._route = route_with_listing
 
 
-def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
-    """Run the emulator with the benchmark objects until the parent says stop (or goes away)."""
+def run_emulator_child(conn: Any, make: Callable[[], Any], prepare: Callable[[Any], dict],
+                       answer: Callable[..., Any]) -> None:
+    """The child's side of EmulatorProcess (bench.py's and soak.py's): `make()` starts the emulator,
+    `prepare(emu)` sets it up and returns what the parent needs; then every command (a tuple) is answered
+    with `answer(emu, command, *args)` until ("stop",) or the parent goes away. A failure is reported to the
+    parent, never left to hang it, and the emulator is always stopped."""
     os.setsid()  # Ctrl-C at the terminal reaches the parent only; the parent stops us in order
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from bpfs.emulator import Emulator, genomics
-
-    if spec.get("listing"):
-        _install_bucket_listing()
-
-    root = pathlib.Path(data_dir)
-    staging = root / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
     emu = None
     try:
-        emu = Emulator(data_dir=root / "emulator", big_file_mib=1, bam_reads=2000).start()
-        state, store, bucket = emu.state, emu.store, emu.bucket
-        base_analysis = state.analyses[min(state.analyses)]
-        t0 = datetime(2024, 7, 1, 12, 0, 0)
-        analysis = state.add_analysis(
-            name=ANALYSIS_NAME, status="completed", workflow=base_analysis["workflow"],
-            samples=list(base_analysis["samples"]), tags=["bench"], params={"info": {"genome_id": 1}, "node": {}},
-            date_created=t0, started_on=t0, completed_on=t0 + timedelta(hours=1),
-            last_updated=t0 + timedelta(hours=1, seconds=1),
-        )
-        aid = analysis["id"]
-        prefix = f"analyses/{state.user_id}/{aid}/{NODE}"
-        files: dict[str, dict] = {}
-
-        def add(name: str, data: bytes | pathlib.Path, tags: list[str]) -> None:
-            key = f"{prefix}/{name}"
-            store.put(bucket, key, data)
-            size = store.size(bucket, key)
-            state.add_file(aid, key, tags, size, NODE, t0 + timedelta(minutes=len(files)))
-            files[name] = {"key": key, "size": size, "store_path": str(store.path(bucket, key))}
-
-        def add_random(name: str, size: int) -> None:
-            path = staging / name
-            _write_random(path, size)
-            add(name, path, ["bench", "bin"])  # a path is moved into the store, not copied
-
-        sections = set(spec["sections"])  # only the objects the chosen sections read
-        if "random" in sections:
-            add_random("random.bin", spec["size"])
-        if "stream" in sections:
-            add_random("stream.bin", spec["stream_size"])
-        if "reread" in sections:
-            add_random("reread.bin", spec["stream_size"])  # read by its own mounts, with the disk cache on
-        for r in range(spec["rounds"]):
-            # one object per round for everything that must start cold in the daemon's extent cache too
-            # (cache_mb=128 would otherwise serve half of a 256 MiB re-read)
-            if "sequential" in sections:
-                add_random(f"seq_r{r}.bin", spec["size"])
-                if spec.get("as_user"):
-                    add_random(f"sequ_r{r}.bin", spec["size"])  # the same mount's sequential read as another user
-            if "ttfb" in sections:
-                add_random(f"ttfb_r{r}.bin", spec["small_size"])
-            if "head" in sections:
-                add_random(f"head_r{r}.bin", spec["small_size"])
-        if "samtools" in sections:
-            bam, bai = genomics.make_bam(spec["bam_seed"], spec["bam_reads"])
-            for r in range(spec["rounds"]):  # one copy per round: every region query starts cold in every daemon
-                add(f"region_r{r}.bam", bam, ["bam"])
-                add(f"region_r{r}.bam.bai", bai, ["bai"])
-            del bam, bai
-        if not files:
-            add("empty.txt", b"", ["bench"])  # the analysis must have a file for its directory to exist
-        if spec.get("s3_latency"):
-            emu.s3.latency = spec["s3_latency"]  # every request, uploads included
-        if spec.get("s3_mbps"):  # each GET body, and each PUT/UploadPart body
-            emu.s3.bandwidth = spec["s3_mbps"] * 1e6
-        config = emu.write_config(root / "config-v3.json", dialect="v3")
-        conn.send({
-            "ok": True, "bucket": bucket, "s3_url": emu.s3_url, "region": state.region,
-            "key_id": state.s3_key_id, "secret": state.s3_secret, "analysis": aid, "files": files,
-            "config": str(config),
-        })
+        emu = make()
+        conn.send({"ok": True, **prepare(emu)})
         while True:
             try:
                 if not conn.poll(1.0):
                     continue
-                command = conn.recv()
+                command, *args = conn.recv()
             except (EOFError, OSError):
                 break  # the parent is gone
-            if command == "stats":
-                conn.send(dict(emu.s3.stats))
-            elif command == "reset":
-                emu.s3.reset_stats()
-                conn.send(True)
-            else:
+            if command == "stop":
                 break
+            conn.send(answer(emu, command, *args))
     except BaseException as exc:  # report, never hang the parent
         with contextlib.suppress(Exception):
             conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -280,13 +212,18 @@ def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
 
 
 class EmulatorProcess:
-    def __init__(self, data_dir: pathlib.Path, spec: dict) -> None:
+    """The emulator in a spawned child process that runs `child(conn, data_dir, spec)` (which calls
+    run_emulator_child): its S3 server then shares no GIL with the clients measured against it."""
+
+    def __init__(self, data_dir: pathlib.Path, spec: dict, child: Callable[[Any, str, dict], None] | None = None,
+                 name: str = "bpfs-bench-emulator") -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_emulator_child, args=(child_conn, str(data_dir), spec), daemon=True,
-                                name="bpfs-bench-emulator")
+        self.proc = ctx.Process(target=child or _emulator_child, args=(child_conn, str(data_dir), spec),
+                                daemon=True, name=name)
         self.proc.start()
         child_conn.close()
+        self.lock = threading.Lock()  # one command and its answer at a time
         self.info: dict = {}
 
     def wait_ready(self, timeout: float) -> dict:
@@ -301,19 +238,111 @@ class EmulatorProcess:
         self.info = info
         return info
 
+    def ask(self, *command: Any) -> Any:
+        with self.lock:
+            self.conn.send(command)
+            if not self.conn.poll(30):
+                raise RuntimeError(f"the emulator did not answer {command[0]!r}")
+            answer = self.conn.recv()
+        if isinstance(answer, dict) and answer.get("ok") is False:
+            raise RuntimeError(f"the emulator failed: {answer.get('error')}")
+        return answer
+
     def s3_stats(self) -> dict:
-        self.conn.send("stats")
-        return self.conn.recv()
+        return self.ask("stats")
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.send("stop")
+        with self.lock, contextlib.suppress(Exception):
+            self.conn.send(("stop",))
         self.proc.join(timeout=30)
         if self.proc.is_alive():
-            self.proc.terminate()
+            self.proc.terminate()  # by its PID, through the Process object
             self.proc.join(timeout=10)
         with contextlib.suppress(Exception):
             self.conn.close()
+
+
+def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
+    """Run the emulator with the benchmark objects until the parent says stop (or goes away)."""
+    from bpfs.emulator import Emulator
+
+    if spec.get("listing"):
+        _install_bucket_listing()
+    root = pathlib.Path(data_dir)
+    run_emulator_child(conn, lambda: Emulator(data_dir=root / "emulator", big_file_mib=1, bam_reads=2000).start(),
+                       lambda emu: _bench_objects(emu, root, spec), _bench_command)
+
+
+def _bench_command(emu: Any, command: str) -> Any:
+    if command == "stats":
+        return dict(emu.s3.stats)
+    raise ValueError(f"unknown command {command!r}")
+
+
+def _bench_objects(emu: Any, root: pathlib.Path, spec: dict) -> dict:
+    """Add the benchmark analysis and the objects the chosen sections read; shape the link."""
+    from bpfs.emulator import genomics
+
+    staging = root / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    state, store, bucket = emu.state, emu.store, emu.bucket
+    base_analysis = state.analyses[min(state.analyses)]
+    t0 = datetime(2024, 7, 1, 12, 0, 0)
+    analysis = state.add_analysis(
+        name=ANALYSIS_NAME, status="completed", workflow=base_analysis["workflow"],
+        samples=list(base_analysis["samples"]), tags=["bench"], params={"info": {"genome_id": 1}, "node": {}},
+        date_created=t0, started_on=t0, completed_on=t0 + timedelta(hours=1),
+        last_updated=t0 + timedelta(hours=1, seconds=1),
+    )
+    aid = analysis["id"]
+    prefix = f"analyses/{state.user_id}/{aid}/{NODE}"
+    files: dict[str, dict] = {}
+
+    def add(name: str, data: bytes | pathlib.Path, tags: list[str]) -> None:
+        key = f"{prefix}/{name}"
+        store.put(bucket, key, data)
+        size = store.size(bucket, key)
+        state.add_file(aid, key, tags, size, NODE, t0 + timedelta(minutes=len(files)))
+        files[name] = {"key": key, "size": size, "store_path": str(store.path(bucket, key))}
+
+    def add_random(name: str, size: int) -> None:
+        path = staging / name
+        _write_random(path, size)
+        add(name, path, ["bench", "bin"])  # a path is moved into the store, not copied
+
+    sections = set(spec["sections"])  # only the objects the chosen sections read
+    if "random" in sections:
+        add_random("random.bin", spec["size"])
+    if "stream" in sections:
+        add_random("stream.bin", spec["stream_size"])
+    if "reread" in sections:
+        add_random("reread.bin", spec["stream_size"])  # read by its own mounts, with the disk cache on
+    for r in range(spec["rounds"]):
+        # one object per round for everything that must start cold in the daemon's extent cache too
+        # (cache_mb=128 would otherwise serve half of a 256 MiB re-read)
+        if "sequential" in sections:
+            add_random(f"seq_r{r}.bin", spec["size"])
+            if spec.get("as_user"):
+                add_random(f"sequ_r{r}.bin", spec["size"])  # the same mount's sequential read as another user
+        if "ttfb" in sections:
+            add_random(f"ttfb_r{r}.bin", spec["small_size"])
+        if "head" in sections:
+            add_random(f"head_r{r}.bin", spec["small_size"])
+    if "samtools" in sections:
+        bam, bai = genomics.make_bam(spec["bam_seed"], spec["bam_reads"])
+        for r in range(spec["rounds"]):  # one copy per round: every region query starts cold in every daemon
+            add(f"region_r{r}.bam", bam, ["bam"])
+            add(f"region_r{r}.bam.bai", bai, ["bai"])
+        del bam, bai
+    if not files:
+        add("empty.txt", b"", ["bench"])  # the analysis must have a file for its directory to exist
+    if spec.get("s3_latency"):
+        emu.s3.latency = spec["s3_latency"]  # every request, uploads included
+    if spec.get("s3_mbps"):  # each GET body, and each PUT/UploadPart body
+        emu.s3.bandwidth = spec["s3_mbps"] * 1e6
+    config = emu.write_config(root / "config-v3.json", dialect="v3")
+    return {"bucket": bucket, "s3_url": emu.s3_url, "region": state.region, "key_id": state.s3_key_id,
+            "secret": state.s3_secret, "analysis": aid, "files": files, "config": str(config)}
 
 
 # =====================================================================================================
@@ -645,6 +674,15 @@ class Bench:
     def path(self, name: str) -> pathlib.Path:
         return self.dir / name
 
+    def cold(self, path: pathlib.Path, name: str) -> pathlib.Path:
+        """`path` (the object `name`, through a mount) ready for a cold read: looked up (listings and HEADs
+        are not part of the read), its kernel pages dropped, the emulator's copy warm again."""
+        os.stat(path)
+        evict(path, self.args.drop_caches)
+        if self.args.drop_caches:
+            warm(self.files[name]["store_path"])
+        return path
+
     def peer_path(self, peer: str, name: str) -> pathlib.Path:
         """The object as the peer shows it: the bucket's key layout under its mount point."""
         return self.peers[peer].path / self.key(name)
@@ -728,12 +766,7 @@ class Bench:
                  f"(bpfs mount vs one boto3 GET vs boto3 download_file{extra}; a fresh object every round)")
 
         def via_mount(r: int) -> dict:
-            name = f"seq_r{r}.bin"
-            path = self.path(name)
-            os.stat(path)
-            evict(path, self.args.drop_caches)
-            if self.args.drop_caches:
-                warm(self.files[name]["store_path"])
+            path = self.cold(self.path(f"seq_r{r}.bin"), f"seq_r{r}.bin")
             n, elapsed, d = self.measured(lambda: read_file(path))
             assert n == size, f"read {n} of {size} bytes through the mount"
             gets = d["server_gets"]
@@ -771,12 +804,7 @@ class Bench:
 
         def via_peer(peer: str) -> Callable[[int], dict]:
             def side(r: int) -> dict:
-                name = f"seq_r{r}.bin"
-                path = self.peer_path(peer, name)
-                os.stat(path)  # the lookup (listings, HEADs) is not part of the read
-                evict(path, self.args.drop_caches)
-                if self.args.drop_caches:
-                    warm(self.files[name]["store_path"])
+                path = self.cold(self.peer_path(peer, f"seq_r{r}.bin"), f"seq_r{r}.bin")
                 n, elapsed, d = self.measured(lambda: read_file(path), mount=None)
                 assert n == size, f"read {n} of {size} bytes through {peer}"
                 return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "server_gets": d["server_gets"],
@@ -785,12 +813,7 @@ class Bench:
 
         def via_user(r: int) -> dict:
             assert self.as_user is not None
-            name = f"sequ_r{r}.bin"
-            path = self.path(name)
-            os.stat(path)
-            evict(path, self.args.drop_caches)
-            if self.args.drop_caches:
-                warm(self.files[name]["store_path"])
+            path = self.cold(self.path(f"sequ_r{r}.bin"), f"sequ_r{r}.bin")
             (n, elapsed), _, d = self.measured(lambda: self.as_user.read(path))
             assert n == size, f"read {n} of {size} bytes through the mount as {self.as_user.name}"
             return {"mbps": size / elapsed / 1e6, "seconds": elapsed, **d}

@@ -48,7 +48,6 @@ import errno
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import pathlib
 import random
@@ -64,7 +63,7 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench import Mount, is_mounted  # noqa: E402 - the mount helper is bench.py's
+from bench import EmulatorProcess, Mount, is_mounted, run_emulator_child  # noqa: E402 - bench.py's helpers
 
 MiB = 1 << 20
 BIGWIG = ("analyses", "10000", "bigwig", "liver_rep1.bigwig")
@@ -89,90 +88,41 @@ FAULTS = (
 
 
 def _emulator_child(conn: Any, data_dir: str, spec: dict) -> None:
-    os.setsid()  # Ctrl-C at the terminal reaches the parent only; the parent stops us in order
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from bpfs.emulator import Emulator
 
     root = pathlib.Path(data_dir)
-    emu = None
-    try:
-        emu = Emulator(data_dir=root / "emulator", big_file_mib=spec["big_file_mib"], bam_reads=spec["bam_reads"],
-                       extra_analyses=spec["extra_analyses"]).start()
-        md5s = {}
-        for key in (f"analyses/{emu.state.user_id}/10000/star/liver_rep1.bigwig",
-                    f"analyses/{emu.state.user_id}/10000/star/liver_rep1.bam",
-                    f"analyses/{emu.state.user_id}/10001/bwa/tumor_wgs.bam"):
-            md5s[key.rsplit("/", 1)[-1]] = hashlib.md5(emu.store.get_bytes(emu.bucket, key)).hexdigest()
-        config = emu.write_config(root / "config-v3.json", dialect="v3")
-        conn.send({"ok": True, "config": str(config), "md5": md5s, "analyses": sorted(emu.state.analyses)})
-        while True:
-            try:
-                if not conn.poll(1.0):
-                    continue
-                command, *rest = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
-            if command == "fault":
-                server, kwargs = rest
-                (emu.faults_s3 if server == "s3" else emu.faults_api).add(**kwargs)
-                conn.send(True)
-            elif command == "clear":
-                emu.faults_s3.clear()
-                emu.faults_api.clear()
-                conn.send(True)
-            elif command == "stats":
-                conn.send({"s3": dict(emu.s3.stats), "samples": len(emu.state.samples)})
-            else:
-                break
-    except BaseException as exc:  # report, never hang the parent
-        with contextlib.suppress(Exception):
-            conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-    finally:
-        if emu is not None:
-            emu.stop()
-        with contextlib.suppress(Exception):
-            conn.close()
+    run_emulator_child(conn, lambda: Emulator(data_dir=root / "emulator", big_file_mib=spec["big_file_mib"],
+                                              bam_reads=spec["bam_reads"],
+                                              extra_analyses=spec["extra_analyses"]).start(),
+                       lambda emu: _soak_account(emu, root), _soak_command)
 
 
-class EmulatorProcess:
-    def __init__(self, data_dir: pathlib.Path, spec: dict) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_emulator_child, args=(child_conn, str(data_dir), spec), daemon=True,
-                                name="bpfs-soak-emulator")
-        self.proc.start()
-        child_conn.close()
-        self.lock = threading.Lock()  # one command and its answer at a time
-        self.info: dict = {}
+def _soak_account(emu: Any, root: pathlib.Path) -> dict:
+    md5s = {}
+    for key in (f"analyses/{emu.state.user_id}/10000/star/liver_rep1.bigwig",
+                f"analyses/{emu.state.user_id}/10000/star/liver_rep1.bam",
+                f"analyses/{emu.state.user_id}/10001/bwa/tumor_wgs.bam"):
+        md5s[key.rsplit("/", 1)[-1]] = hashlib.md5(emu.store.get_bytes(emu.bucket, key)).hexdigest()
+    config = emu.write_config(root / "config-v3.json", dialect="v3")
+    return {"config": str(config), "md5": md5s, "analyses": sorted(emu.state.analyses)}
 
-    def wait_ready(self, timeout: float) -> dict:
-        try:
-            if not self.conn.poll(timeout):
-                raise RuntimeError(f"the emulator did not come up within {timeout:.0f}s")
-            info = self.conn.recv()
-        except (EOFError, OSError):
-            raise RuntimeError(f"the emulator process exited with status {self.proc.exitcode}") from None
-        if not info.get("ok"):
-            raise RuntimeError(f"the emulator failed: {info.get('error')}")
-        self.info = info
-        return info
 
-    def ask(self, *command: Any) -> Any:
-        with self.lock:
-            self.conn.send(command)
-            if not self.conn.poll(30):
-                raise RuntimeError(f"the emulator did not answer {command[0]!r}")
-            return self.conn.recv()
+def _soak_command(emu: Any, command: str, *args: Any) -> Any:
+    if command == "fault":
+        server, kwargs = args
+        (emu.faults_s3 if server == "s3" else emu.faults_api).add(**kwargs)
+        return True
+    if command == "clear":
+        emu.faults_s3.clear()
+        emu.faults_api.clear()
+        return True
+    if command == "stats":
+        return {"s3": dict(emu.s3.stats), "samples": len(emu.state.samples)}
+    raise ValueError(f"unknown command {command!r}")
 
-    def stop(self) -> None:
-        with self.lock, contextlib.suppress(Exception):
-            self.conn.send(("stop",))
-        self.proc.join(timeout=30)
-        if self.proc.is_alive():
-            self.proc.terminate()  # by its PID, through the Process object
-            self.proc.join(timeout=10)
-        with contextlib.suppress(Exception):
-            self.conn.close()
+
+def start_emulator(data_dir: pathlib.Path, spec: dict) -> EmulatorProcess:
+    return EmulatorProcess(data_dir, spec, child=_emulator_child, name="bpfs-soak-emulator")
 
 
 # =====================================================================================================
@@ -465,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
         spec = {"big_file_mib": args.big_file_mib, "bam_reads": args.bam_reads, "extra_analyses": args.extra_analyses}
         print(f"bpfs soak: {args.minutes:g} minutes, a sample every {args.interval:g}s; workdir {workdir}", flush=True)
         t0 = time.monotonic()
-        emu = EmulatorProcess(workdir, spec)
+        emu = start_emulator(workdir, spec)
         emu.wait_ready(timeout=600)
         options = list(args.options) + ([] if args.keep_samples else ["allow_delete"])
         if args.tracemalloc:

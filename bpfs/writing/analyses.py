@@ -18,6 +18,7 @@ from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.remote.api import ApiClient, error_detail, parse_json
 from bpfs.remote.records import fk_id
 from bpfs.tree.catalog import Catalog
+from bpfs.writing.jsonfile import read_object
 
 log = logging.getLogger("bpfs.analyses")
 
@@ -44,19 +45,10 @@ class Request:
 
 def parse_request(text: bytes, where: str) -> Request | None:
     """The request a file holds (None when it is empty), or Refused saying what is wrong."""
-    if not text.strip():
+    data = read_object(text, where, KEYS, Refused,
+                       shape='a request is a JSON object, e.g. {"workflow": 7, "samples": [10001]}')
+    if data is None:
         return None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise Refused(f"{where}: JSON nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Refused(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Refused(f"{where}: a request is a JSON object, e.g. {{\"workflow\": 7, \"samples\": [10001]}}")
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise Refused(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(KEYS)})")
     if "workflow" not in data or "samples" not in data:
         raise Refused(f"{where}: 'workflow' and 'samples' are required")
     if not _ref(data["workflow"]):

@@ -11,7 +11,6 @@ and sends them through `ApiClient`.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from bpfs.errors import BpfsError, NotFound
 from bpfs.remote.api import ApiClient
 from bpfs.remote.records import Genome, fk_id
 from bpfs.tree.catalog import Catalog
+from bpfs.writing.jsonfile import read_object
 
 log = logging.getLogger("bpfs.writer")  # the drop box's one log: its lines tell one story
 
@@ -94,19 +94,9 @@ class SampleRecords:
     def parse_meta(self, text: bytes) -> dict:
         """The settings in a sample.json (empty: none), or a BpfsError (EINVAL) saying what is wrong."""
         where = META_NAME
-        if not text.strip():
+        data = read_object(text, where, META_KEYS, _invalid)
+        if data is None:
             return {}
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise _invalid(f"{where}: JSON nested too deeply") from None
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _invalid(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise _invalid(f"{where}: must be a JSON object")
-        unknown = sorted(set(data) - set(META_KEYS))
-        if unknown:
-            raise _invalid(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(META_KEYS)})")
         settings = {k: v for k, v in data.items() if v is not None}
         for key in ("datatype", "platform"):
             if key in settings and not isinstance(settings[key], str):
