@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bpfs.errors import RemoteError
+from bpfs.memory import BufferPool
 from bpfs.reading.extents import ExtentCache
 from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
 from bpfs.stats import Stats
@@ -29,6 +30,9 @@ class MemoryObjects:
         self.delay = 0.0
         self.lock = threading.Lock()
         self.on_change: list = []  # the ObjectClient's listeners of bpfs's own writes
+        # as the ObjectClient's, but for every size: each test then also checks that no buffer is reused
+        # while a reader still needs its bytes
+        self.buffers = BufferPool(smallest=1)
 
     def get_range(self, bucket, key, start, end):
         if self.delay:
@@ -40,7 +44,10 @@ class MemoryObjects:
             if self.fail_next:
                 self.fail_next -= 1
                 raise RemoteError("injected")
-        return self.objects[key][start:end]
+        data = self.objects[key][start:end]
+        buffer = self.buffers.take(len(data))
+        buffer[:] = data
+        return buffer
 
 
 def make(objects, **config):

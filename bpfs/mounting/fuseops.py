@@ -9,6 +9,7 @@ import ctypes
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy would take libfuse 2 when both are installed
@@ -190,7 +191,21 @@ class Operations(fuse.Operations):
         return self.fs.statfs()
 
 
+_thread = threading.local()
+
+
 class _FUSE(fuse.FUSE):
+    def _wrapper(self, func, *args, **kwargs):
+        """Every callback. libfuse's workers are not Python threads: ctypes gives each callback a fresh
+        Python thread state and frees it on return, and in 3.11 each one maps and unmaps its own frame
+        stack. That cost a mmap, a munmap (a TLB shootdown on the other CPU) and a futex round per request:
+        a sixth of the daemon's CPU while streaming. One extra PyGILState_Ensure, never released, keeps
+        the worker's state for its lifetime; libfuse never lets a worker go (see max_threads in mount)."""
+        if not getattr(_thread, "kept", False):
+            ctypes.pythonapi.PyGILState_Ensure()
+            _thread.kept = True
+        return super()._wrapper(func, *args, **kwargs)
+
     def write(self, path: bytes | None, buf, size: int, offset: int, fip) -> int:
         """mfusepy's write copies libfuse's buffer into a new `bytes` first (a profile of `cp` into
         samples/new/ put 39 % of the time holding the GIL there); a view of it instead. The view is valid
@@ -217,6 +232,9 @@ def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None =
         # "Ignoring invalid max threads value 4294967295" on every mount; an explicit value avoids that.
         # 10 is libfuse's own default for max_threads: idle threads above it are let go.
         "max_idle_threads": 10,
+        # ... and no more workers than that (libfuse 3.14's own cap; later versions take the option): none
+        # is ever let go, so the Python thread state each one keeps (see _FUSE._wrapper) is never lost
+        "max_threads": 10,
     }
     if options.ro:
         kwargs["ro"] = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 
 ObjectId = tuple[str | None, str]  # (bucket, key)
@@ -29,8 +30,10 @@ class Extent:
 
 
 class ExtentCache:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, recycle: Callable[[object], None] | None = None) -> None:
+        """`recycle` is given the bytes of every completed extent the cache drops (a BufferPool's give)."""
         self.capacity = capacity
+        self.recycle = recycle
         self._starts: dict[ObjectId, list[int]] = {}  # sorted extent starts per object
         self._extents: dict[ObjectId, dict[int, Extent]] = {}
         self._lru: OrderedDict[tuple[ObjectId, int], Extent] = OrderedDict()  # completed extents only
@@ -124,6 +127,9 @@ class ExtentCache:
             del self._starts[extent.obj], self._extents[extent.obj]
         self._lru.pop((extent.obj, extent.start), None)
         self._bytes -= extent.size
+        future = extent.future
+        if self.recycle is not None and future.done() and not future.cancelled() and future.exception() is None:
+            self.recycle(future.result())
 
     def _evict(self) -> None:
         while self._bytes > self.capacity and self._lru:

@@ -29,7 +29,7 @@ from cachetools import LRUCache
 from bpfs.errors import RemoteError
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
-from bpfs.remote.s3 import ObjectClient, new_buffer
+from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.prefetch")
@@ -74,7 +74,7 @@ class Prefetcher:
         self.disk = disk  # the persistent block cache, when -o disk_cache= turned it on
         self._object_sizes: LRUCache = LRUCache(65_536)  # what each open object's size is: clamps disk blocks
         self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, when learned)
-        self.cache = ExtentCache(self.config.cache_bytes)
+        self.cache = ExtentCache(self.config.cache_bytes, recycle=objects.buffers.give)
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -126,7 +126,7 @@ class Prefetcher:
         size = self._object_sizes.get(obj) or end
         first, last = start // block, (end - 1) // block
         base = first * block
-        buffer = new_buffer(min((last + 1) * block, size) - base)
+        buffer = self.objects.buffers.take(min((last + 1) * block, size) - base)
         view = memoryview(buffer)
         missing: list[int] = []
         for index in range(first, last + 1):
@@ -175,6 +175,8 @@ class Prefetcher:
     def stream_ended(self, reader: PrefetchReader) -> None:
         with self._streams_lock:
             self._streams.discard(reader)
+            if not self._streams:  # nobody streams now: what the pool holds goes back to the system
+                self.objects.buffers.clear()
 
     def try_reserve(self, size: int) -> bool:
         with self._in_flight_lock:

@@ -23,6 +23,7 @@ from botocore.config import Config as BotoConfig
 from cachetools import LRUCache
 
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
+from bpfs.memory import BufferPool
 from bpfs.remote.config import Config
 from bpfs.remote.watchdog import Watchdog, cut
 from bpfs.stats import Stats
@@ -38,7 +39,6 @@ BODY_CHUNK = 1 << 20  # the most one read of a body asks the socket for
 # A body must bring this much within one stall bound (5 s + s3_timeout), or it counts as stalled: a
 # trickle of a few bytes a second is no progress (a floor of about 3 KB/s at the default s3_timeout).
 PROGRESS_BYTES = 64 << 10
-BIG_BUFFER = 256 << 10  # from this size a fetched range lives in its own mapping (see new_buffer)
 SIZE_CACHE = 65_536  # object sizes learned by HEAD (objects bpfs reads never change); ~100 bytes each
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
@@ -56,18 +56,6 @@ _CONNECT_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ConnectionClosedError,
 )
-
-
-def new_buffer(size: int) -> bytearray | mmap.mmap:
-    """Room for `size` bytes about to be overwritten. bytearray(n) zeroes its memory first (a profile of a
-    stream put a quarter of the daemon's time there); an anonymous mapping gets its pages from the kernel
-    in one call, and goes back to the system whole when dropped (no heap left fragmented)."""
-    return mmap.mmap(-1, size, flags=_PRIVATE_FILLED) if size >= BIG_BUFFER else bytearray(size)
-
-
-# Private, not Python's default MAP_SHARED (an anonymous shared mapping is shmem: slower faults), and filled
-# at once (MAP_POPULATE: one call instead of a page fault per 4 KiB as the socket writes into it)
-_PRIVATE_FILLED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def _reader(body: object, response: dict) -> Callable[[memoryview], int]:
@@ -107,6 +95,7 @@ class ObjectClient:
         `other_connections`: HEADs and upload requests. Each pool holds all of its own, so none is dropped
         ("Connection pool is full") and opened again."""
         self.stats = stats or Stats()
+        self.buffers = BufferPool()  # where fetched bytes land; the cache gives them back for reuse
 
         def boto_config(attempts: int, connections: int) -> BotoConfig:
             return BotoConfig(
@@ -154,7 +143,7 @@ class ObjectClient:
             return bytearray()
         where = f"GET s3://{bucket}/{key}"
         progress = time.monotonic()  # the last time S3 gave us a byte (or the start)
-        buffer = new_buffer(end - start)
+        buffer = self.buffers.take(end - start)
         view = memoryview(buffer)
         position = start
         last: BaseException | str | None = None

@@ -1,0 +1,121 @@
+"""Fetch buffers are reused, and never while anything still reads them (no FUSE, no network)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import Future
+
+from bpfs.memory import BufferPool
+from tests.test_prefetch import DATA, KiB, make
+
+
+def test_a_buffer_still_viewed_is_not_handed_out_again():
+    pool = BufferPool(smallest=1)
+    buffer = pool.take(64 * KiB)
+    first = id(buffer)
+    view = memoryview(buffer)[100:200]  # a FUSE reply being copied out of it
+    pool.give(buffer)
+    del buffer
+    other = pool.take(64 * KiB)
+    assert id(other) != first and pool.reused == 0
+    view.release()
+    del view
+    pool.give(other)
+    del other
+    again = pool.take(64 * KiB)
+    assert pool.reused == 1 and id(again) == first  # the one no longer viewed, oldest first
+
+
+def test_a_buffer_an_extent_still_holds_is_not_handed_out_again():
+    """A reader that claimed an extent reads its result later: the bytes must still be the extent's."""
+    pool = BufferPool(smallest=1)
+    buffer = pool.take(8 * KiB)
+    buffer[:4] = b"keep"
+    held: Future = Future()
+    held.set_result(buffer)
+    pool.give(buffer)
+    del buffer
+    fresh = pool.take(8 * KiB)
+    fresh[:4] = b"next"
+    assert bytes(held.result()[:4]) == b"keep" and pool.reused == 0
+    del held
+    assert pool.take(8 * KiB) is not fresh and pool.reused == 1
+
+
+def test_only_the_same_size_is_reused_and_the_pool_is_bounded():
+    pool = BufferPool(capacity=3 * 8 * KiB, smallest=1)
+    buffers = [pool.take(8 * KiB) for _ in range(5)]
+    for buffer in buffers:
+        pool.give(buffer)
+    del buffer, buffers
+    assert pool.bytes == 3 * 8 * KiB  # the oldest went back to the system
+    assert pool.take(16 * KiB) is not None and pool.reused == 0
+    pool.take(8 * KiB)
+    assert pool.reused == 1 and pool.bytes == 2 * 8 * KiB
+    pool.clear()
+    assert pool.bytes == 0
+
+
+def test_an_idle_buffer_goes_back_to_the_system():
+    pool = BufferPool(idle=0.0, smallest=1)
+    pool.give(pool.take(8 * KiB))
+    pool.give(pool.take(16 * KiB))  # the 8 KiB one waited longer than `idle`
+    assert pool.bytes == 16 * KiB
+
+
+def test_small_buffers_are_not_pooled():
+    pool = BufferPool()
+    small = pool.take(4 * KiB)
+    assert isinstance(small, bytearray)
+    pool.give(small)
+    assert pool.bytes == 0
+
+
+def test_readers_racing_evictions_always_get_the_objects_bytes():
+    """Four readers, sequential and random, over a cache far smaller than the object: extents are dropped
+    and their buffers handed out again all the time, while other readers still hold views of them."""
+    client, p = make({"k": DATA}, cache_bytes=192 * KiB, max_window=128 * KiB)
+    errors: list[str] = []
+
+    def sequential(seed: int) -> None:
+        reader = p.open(None, "k", len(DATA))
+        offset, rng = 0, random.Random(seed)
+        while offset < len(DATA):
+            size = rng.choice([4 * KiB, 32 * KiB, 128 * KiB])
+            got = bytes(reader.read(offset, size))
+            if got != DATA[offset:offset + size]:
+                errors.append(f"sequential {seed} at {offset}")
+                return
+            offset += size
+        reader.close()
+
+    def scattered(seed: int) -> None:
+        reader = p.open(None, "k", len(DATA))
+        rng = random.Random(seed)
+        for _ in range(300):
+            offset, size = rng.randrange(len(DATA)), rng.randrange(1, 96 * KiB)
+            if bytes(reader.read(offset, size)) != DATA[offset:offset + size]:
+                errors.append(f"scattered {seed} at {offset}")
+                return
+        reader.close()
+
+    threads = [threading.Thread(target=f, args=(seed,)) for seed, f in
+               enumerate([sequential, sequential, scattered, scattered])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    p.close()
+    assert not errors
+    assert client.buffers.reused > 0  # the race was really run
+
+
+def test_the_prefetcher_gives_dropped_buffers_back():
+    client, p = make({"k": DATA})
+    reader = p.open(None, "k", len(DATA))
+    for offset in range(0, len(DATA), 32 * KiB):
+        assert bytes(reader.read(offset, 32 * KiB)) == DATA[offset:offset + 32 * KiB]
+    assert client.buffers.reused > 0
+    reader.close()
+    assert client.buffers.bytes == 0  # the last stream ended: nothing kept
