@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 
 log = logging.getLogger("bpfs.memory")
 
@@ -69,27 +70,34 @@ POOL_BYTES = 32 << 20  # four 8 MiB parts: what a stream frees while its next GE
 POOL_IDLE = 5.0  # seconds a pooled buffer waits for reuse before it goes back to the system
 
 
+def mapped(size: int) -> mmap.mmap:
+    """Room for bytes about to be overwritten, in its own mapping: bytearray(n) zeroes its memory first
+    (a profile of a stream put a quarter of the daemon's time there); a mapping gets its pages from the
+    kernel in one call, and goes back to the system whole when dropped."""
+    return mmap.mmap(-1, size, flags=_PRIVATE_FILLED)
+
+
 class BufferPool:
-    """Room for fetched bytes, reused. A fresh 8 MiB mapping costs 2.8 ms of kernel time (2048 pages
-    zeroed and mapped) and unmapping it interrupts the other CPU (a TLB shootdown): about a sixth of the
-    daemon's CPU while streaming. The cache gives back the buffers it drops, and a GET of the same size
-    takes one again.
+    """Room for fetched or written bytes, reused. A fresh 8 MiB buffer costs 2.8 ms of kernel time (2048
+    pages zeroed and mapped) and freeing it interrupts the other CPU (a TLB shootdown): about a sixth of
+    the daemon's CPU while streaming. Buffers their holder no longer needs are given back, and the next
+    request of the same size takes one again.
 
     A buffer is handed out again only when nothing else refers to it: a reader that still holds the
-    extent, a memoryview being copied into a FUSE reply or written to the disk cache all hold a
-    reference, so its bytes never change under them (CPython's reference count says so exactly)."""
+    extent, a memoryview being copied into a FUSE reply or written to the disk cache, a request still
+    sending it all hold a reference, so its bytes never change under them (CPython's reference count
+    says so exactly)."""
 
-    def __init__(self, capacity: int = POOL_BYTES, idle: float = POOL_IDLE, smallest: int = BIG_BUFFER) -> None:
-        self.capacity, self.idle, self.smallest = capacity, idle, smallest
-        self._free: list[tuple[float, mmap.mmap]] = []  # (when given back, buffer), oldest first
+    def __init__(self, capacity: int = POOL_BYTES, idle: float = POOL_IDLE, smallest: int = BIG_BUFFER,
+                 make: Callable[[int], bytearray | mmap.mmap] = mapped) -> None:
+        self.capacity, self.idle, self.smallest, self.make = capacity, idle, smallest, make
+        self._free: list[tuple[float, bytearray | mmap.mmap]] = []  # (when given back, buffer), oldest first
         self._bytes = 0
         self._lock = threading.Lock()
         self.reused = 0  # buffers handed out again (tests and stats)
 
     def take(self, size: int) -> bytearray | mmap.mmap:
-        """Room for `size` bytes about to be overwritten (its contents are undefined). bytearray(n) zeroes
-        its memory first (a profile of a stream put a quarter of the daemon's time there); a mapping gets
-        its pages from the kernel in one call, and goes back to the system whole when dropped."""
+        """Room for `size` bytes about to be overwritten (its contents are undefined)."""
         if size < self.smallest or size <= 0:
             return bytearray(size)
         with self._lock:
@@ -102,12 +110,12 @@ class BufferPool:
                     self._bytes -= size
                     self.reused += 1
                     return buffer
-        return mmap.mmap(-1, size, flags=_PRIVATE_FILLED)
+        return self.make(size)
 
     def give(self, buffer: object) -> None:
         """A buffer its holder no longer needs (others may still read it: see the class)."""
-        if not isinstance(buffer, mmap.mmap) or len(buffer) > self.capacity:
-            return
+        if not isinstance(buffer, mmap.mmap | bytearray) or not self.smallest <= len(buffer) <= self.capacity:
+            return  # bytes are not writable; small ones are cheap
         now = time.monotonic()
         with self._lock:
             self._free.append((now, buffer))

@@ -7,7 +7,38 @@ import threading
 from concurrent.futures import Future
 
 from bpfs.memory import BufferPool
+from bpfs.stats import Stats
+from bpfs.writing.upload import MIN_PART, ObjectStream, UploadConfig, UploadPool
 from tests.test_prefetch import DATA, KiB, make
+
+MiB = 1 << 20
+
+
+class PartStore:
+    """Just enough of the ObjectClient for uploads: keeps each part as the bytes it was sent."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, bytes] = {}
+        self.objects: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def create_multipart_upload(self, bucket, key):
+        return "u1"
+
+    def upload_part(self, bucket, key, upload_id, number, body):
+        assert isinstance(body, bytes | bytearray)  # what botocore sends in one piece
+        with self.lock:
+            self.parts[number] = bytes(body)
+        return f"e{number}"
+
+    def complete_multipart_upload(self, bucket, key, upload_id, parts):
+        self.objects[key] = b"".join(self.parts[n] for n, _ in sorted(parts))
+
+    def put_object(self, bucket, key, body):
+        self.objects[key] = bytes(body)
+
+    def abort_multipart_upload(self, bucket, key, upload_id):
+        pass
 
 
 def test_a_buffer_still_viewed_is_not_handed_out_again():
@@ -119,3 +150,37 @@ def test_the_prefetcher_gives_dropped_buffers_back():
     assert client.buffers.reused > 0
     reader.close()
     assert client.buffers.bytes == 0  # the last stream ended: nothing kept
+
+
+def test_an_upload_reuses_its_part_buffers_and_sends_every_byte_once():
+    """Odd write sizes across part boundaries, each write's buffer overwritten right after (FUSE lends
+    its own): the object is exactly what was written, and later parts are filled in reused buffers."""
+    store = PartStore()
+    pool = UploadPool(store, Stats(), UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2))
+    rng = random.Random(7)
+    data = rng.randbytes(6 * MIN_PART + 12345)
+    stream = ObjectStream(pool, "b", "k")
+    lent = bytearray(3 * MiB)
+    offset = 0
+    while offset < len(data):
+        n = min(rng.choice([1, 4095, 128 * KiB, MiB, 3 * MiB]), len(data) - offset)
+        lent[:n] = data[offset:offset + n]
+        stream.append(memoryview(lent)[:n])
+        lent[:n] = b"\0" * n  # the lender reuses its buffer at once
+        offset += n
+    assert stream.finish() == len(data)
+    pool.shutdown()
+    assert store.objects["k"] == data
+    assert len(store.parts) == 7 and all(len(store.parts[n]) == MIN_PART for n in range(1, 7))
+    assert pool.buffers.reused > 0
+    assert pool.buffers.bytes == 0  # nothing is written any more: the pool let its buffers go
+
+
+def test_a_small_file_costs_only_its_size():
+    store = PartStore()
+    pool = UploadPool(store, Stats())
+    stream = ObjectStream(pool, "b", "small")
+    stream.append(b"@r1\nACGT\n+\nIIII\n")
+    assert len(stream._buffer) == 16 and stream._part is None
+    assert stream.finish() == 16 and store.objects["small"] == b"@r1\nACGT\n+\nIIII\n"
+    pool.shutdown()

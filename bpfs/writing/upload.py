@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from bpfs.errors import BpfsError, RemoteError
+from bpfs.memory import BufferPool
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 
@@ -46,6 +47,22 @@ class UploadPool:
         self.part_size = max(MIN_PART, self.config.part_size)
         self.slots = threading.BoundedSemaphore(self.config.max_parts)
         self.executor = ThreadPoolExecutor(self.config.max_parts, thread_name_prefix="bpfs-upload")
+        # parts after a file's first are filled in buffers that sent parts give back: a fresh 8 MiB part
+        # faulted in a page at a time (a tenth of the daemon's CPU in a cp); bytearrays, which botocore
+        # sends in one piece
+        self.buffers = BufferPool(smallest=MIN_PART, make=bytearray)
+        self._streams = 0  # files being written: when none is, the pooled buffers go back to the system
+        self._streams_lock = threading.Lock()
+
+    def opened(self) -> None:
+        with self._streams_lock:
+            self._streams += 1
+
+    def closed(self) -> None:
+        with self._streams_lock:
+            self._streams -= 1
+            if not self._streams:
+                self.buffers.clear()
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
@@ -62,12 +79,16 @@ class ObjectStream:
         self.size = 0  # bytes accepted so far
         self.uploaded = 0  # bytes S3 has acknowledged (parts done): the progress `bpfs status` shows
         self.upload_id: str | None = None
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the first part, grown as written: a small file costs only its size
+        self._part: bytearray | None = None  # each later part, whole from the start (see UploadPool.buffers)
+        self._filled = 0  # bytes written into it
         self._parts: dict[int, str] = {}  # part number -> ETag
         self._futures: list[Future] = []
         self._slots = threading.BoundedSemaphore(pool.config.per_file)
         self._error: BpfsError | None = None
         self._error_lock = threading.Lock()
+        self._open = True
+        pool.opened()
 
     # -- writing -----------------------------------------------------------------------------------
     def part_size(self, number: int) -> int:
@@ -75,21 +96,24 @@ class ObjectStream:
         the 10,000 parts S3 allows cover about 430 GiB, and small files keep small parts."""
         return self.pool.part_size * (1 + (number - 1) // GROW_EVERY)
 
-    def append(self, data: bytes) -> None:
-        """Take the next bytes; blocks while too many parts are in flight. Raises once anything has failed,
-        and from then on the stream can only fail: no later step may complete an object that lacks a part."""
+    def append(self, data: bytes | memoryview) -> None:
+        """Take the next bytes (copied: `data` may be borrowed); blocks while too many parts are in flight.
+        Raises once anything has failed, and from then on the stream can only fail: no later step may
+        complete an object that lacks a part."""
         self.check()
         try:
-            self._buffer += data
             self.size += len(data)
-            while len(self._buffer) >= self.part_size(self._next_number()):
-                size = self.part_size(self._next_number())
-                if len(self._buffer) == size:  # the usual case: writes add up to whole parts; no copy
-                    part, self._buffer = self._buffer, bytearray()
-                else:
-                    part = self._buffer[:size]
-                    del self._buffer[:size]
-                self._ship(part)
+            if self._part is None and self.upload_id is None:
+                self._buffer += data
+                size = self.part_size(1)
+                if len(self._buffer) < size:
+                    return
+                first, self._buffer = self._buffer, bytearray()
+                data = bytes(memoryview(first)[size:])  # what spilled over starts the second part
+                del first[size:]
+                self._ship(first)
+                self._next_part()
+            self._fill(data)
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
             raise
@@ -104,9 +128,12 @@ class ObjectStream:
                 self.uploaded += len(body)
                 self.pool.stats.add("bytes_uploaded", len(body))
                 return self.size
-            if self._buffer:
-                part, self._buffer = self._buffer, bytearray()
+            part, self._part = self._part, None
+            if part is not None and self._filled:
+                del part[self._filled:]  # the last part: only what was written
                 self._ship(part)
+            elif part is not None:
+                self.pool.buffers.give(part)
             self._drain()
             self.check()
             self.objects.complete_multipart_upload(self.bucket, self.key, self.upload_id,
@@ -116,6 +143,8 @@ class ObjectStream:
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
             raise
+        finally:
+            self._closed()
 
     def sync(self) -> None:
         """fsync(): wait until every full part is in S3 and report a failure, without finishing the object
@@ -125,8 +154,9 @@ class ObjectStream:
 
     def abort(self) -> None:
         """Give up: wait for the parts in flight, then abort the multipart upload (best effort)."""
-        self._buffer = bytearray()
+        self._buffer, self._part = bytearray(), None
         self._drain()
+        self._closed()
         upload_id, self.upload_id = self.upload_id, None
         if upload_id is None:
             return
@@ -142,8 +172,30 @@ class ObjectStream:
             raise error
 
     # -- internals ---------------------------------------------------------------------------------
+    def _closed(self) -> None:
+        if self._open:
+            self._open = False
+            self.pool.closed()
+
     def _next_number(self) -> int:
         return len(self._futures) + 1
+
+    def _next_part(self) -> None:
+        self._part, self._filled = self.pool.buffers.take(self.part_size(self._next_number())), 0
+
+    def _fill(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            part = self._part
+            assert part is not None
+            n = min(len(part) - self._filled, len(view))
+            part[self._filled:self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == len(part):
+                self._part = None
+                self._ship(part)
+                self._next_part()
 
     def _ship(self, part: bytearray) -> None:
         number = self._next_number()
@@ -156,7 +208,7 @@ class ObjectStream:
         self._slots.acquire()  # backpressure: this file's parts in flight
         self.pool.slots.acquire()  # and the mount's
         try:
-            future = self.pool.executor.submit(self._send, number, part)
+            future = self.pool.executor.submit(self._send, number, [part])  # a box: see _send
         except BaseException:
             self.pool.slots.release()
             self._slots.release()
@@ -168,7 +220,11 @@ class ObjectStream:
         self.pool.slots.release()
         self._slots.release()
 
-    def _send(self, number: int, part: bytearray) -> None:
+    def _send(self, number: int, box: list[bytearray]) -> None:
+        """Upload one part. It comes in a box that is emptied here: the executor holds its arguments until
+        after the writer has been woken (the future's callbacks run first), and a part it still held
+        could not be handed out again for the writer's next part."""
+        part = box.pop()
         with self._error_lock:
             if self._error is not None:
                 return  # the upload is lost anyway: don't spend bandwidth on it
@@ -184,6 +240,7 @@ class ObjectStream:
         self._parts[number] = etag
         self.uploaded += len(part)
         self.pool.stats.add("bytes_uploaded", len(part))
+        self.pool.buffers.give(part)
 
     def _fail(self, exc: BaseException) -> None:
         with self._error_lock:
