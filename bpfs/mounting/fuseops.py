@@ -228,6 +228,10 @@ def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None =
         "entry_timeout": 1.0,
         "negative_timeout": 1.0,
         "default_permissions": True,
+        # rm of an open file is an unlink, not libfuse's rename to .fuse_hiddenNNN: in samples/new/ that
+        # rename would copy the uploaded object to a hidden key, and a file being written would be refused
+        # as a rename; the drop box decides (an upload in progress is refused, an uploaded file deleted)
+        "hard_remove": True,
         # libfuse 3.14 passes its "unset" idle-thread count (UINT_MAX) to its own setter, which then prints
         # "Ignoring invalid max threads value 4294967295" on every mount; an explicit value avoids that.
         # 10 is libfuse's own default for max_threads: idle threads above it are let go.

@@ -141,6 +141,30 @@ def test_rm_takes_an_upload_back(fs):
     assert samples_named(emu, name) == []
 
 
+def test_rm_of_an_open_file(fs):
+    """A file still being written is refused (the upload goes on); an uploaded file open for reading is
+    deleted at once, not renamed to a hidden name and copied."""
+    emu = fs.emulator
+    name = unique("rmopen")
+    fs.mkdir(f"samples/new/{name}")
+    fs.write_bytes(f"samples/new/{name}/a_R1.fq", data(300))
+    writing = fs.open(f"samples/new/{name}/b_R1.fq", os.O_WRONLY | os.O_CREAT)
+    fs.write_fd(writing, data(100))
+    with pytest.raises(OSError) as refused:
+        fs.unlink(f"samples/new/{name}/b_R1.fq")
+    assert refused.value.errno == errno.EBUSY
+    fs.close(writing)
+    reading = fs.open(f"samples/new/{name}/a_R1.fq", os.O_RDONLY)
+    try:
+        fs.unlink(f"samples/new/{name}/a_R1.fq")
+        assert sorted(fs.listdir(f"samples/new/{name}")) == ["b_R1.fq"]
+    finally:
+        fs.close(reading)
+    (sample,) = samples_named(emu, name)
+    assert [u["key"].rsplit("/", 1)[-1] for u in uploads_of(emu, sample["id"])] == ["b_R1.fq"]
+    assert fs.read_bytes(f"samples/new/{name}/b_R1.fq") == data(100)
+
+
 def test_deleting_a_sample_needs_allow_delete(make_fs):
     plain = make_fs()
     name = unique("del")
