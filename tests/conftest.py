@@ -121,6 +121,20 @@ class Mount:
         self.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state(tmp_path_factory):
+    """The upload journal of every mount and in-process filesystem the tests make goes to a temporary
+    directory, not the user's ~/.local/state (each emulator is an account of its own there)."""
+    state = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield state
+    if previous is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def emulator():
     from bpfs.emulator import Emulator
