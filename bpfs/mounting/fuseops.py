@@ -20,6 +20,10 @@ from bpfs.filesystem import Filesystem  # noqa: E402
 
 log = logging.getLogger("bpfs.fuse")
 FUSE_MAJOR = fuse.fuse_version_major
+# libfuse 3.12+ caps its workers (max_threads) and, with max_idle_threads as high, never retires one, so
+# each worker may keep its Python thread state (see _FUSE._wrapper); earlier versions start and retire
+# workers freely, and every retired worker would take a kept state with it
+CAPPED_WORKERS = (fuse.fuse_version_major, fuse.fuse_version_minor) >= (3, 12)
 # answers that are routine, not failures: a name that does not exist, an attribute a file lacks (ls and
 # cp ask every file for security.* and system.posix_acl_* attributes)
 QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
@@ -200,8 +204,8 @@ class _FUSE(fuse.FUSE):
         Python thread state and frees it on return, and in 3.11 each one maps and unmaps its own frame
         stack. That cost a mmap, a munmap (a TLB shootdown on the other CPU) and a futex round per request:
         a sixth of the daemon's CPU while streaming. One extra PyGILState_Ensure, never released, keeps
-        the worker's state for its lifetime; libfuse never lets a worker go (see max_threads in mount)."""
-        if not getattr(_thread, "kept", False):
+        the worker's state for its lifetime; libfuse 3.12+ never lets a worker go (see CAPPED_WORKERS)."""
+        if CAPPED_WORKERS and not getattr(_thread, "kept", False):
             ctypes.pythonapi.PyGILState_Ensure()
             _thread.kept = True
         return super()._wrapper(func, *args, **kwargs)
@@ -236,10 +240,11 @@ def mount(fs: Filesystem, mountpoint: str, on_ready: Callable[[], None] | None =
         # "Ignoring invalid max threads value 4294967295" on every mount; an explicit value avoids that.
         # 10 is libfuse's own default for max_threads: idle threads above it are let go.
         "max_idle_threads": 10,
+    }
+    if CAPPED_WORKERS:
         # ... and no more workers than that (libfuse 3.14's own cap; later versions take the option): none
         # is ever let go, so the Python thread state each one keeps (see _FUSE._wrapper) is never lost
-        "max_threads": 10,
-    }
+        kwargs["max_threads"] = 10
     if options.ro:
         kwargs["ro"] = True
     if options.allow_other:
