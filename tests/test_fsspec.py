@@ -100,14 +100,17 @@ def test_pickling_gives_each_worker_its_own_filesystem(bfs):
     assert copy.core is not bfs.core and copy.info("analyses/10000")["type"] == "directory"
 
 
-def test_dask_on_a_local_cluster_reads_what_pandas_reads_on_the_mount(config_path, mount):
+def test_dask_on_a_local_cluster_reads_what_pandas_reads_on_the_mount(config_path, mount, tmp_path):
     distributed = pytest.importorskip("distributed")
+    import dask
     dd = pytest.importorskip("dask.dataframe")
     pattern = "basepair://analyses/*/expression_count/*.genes.txt"
     on_mount = sorted(mount.path.glob("analyses/*/expression_count/*.genes.txt"))
     assert on_mount
     expected = pd.concat([pd.read_csv(p, sep="\t") for p in on_mount], ignore_index=True)
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    # the workers' scratch space in the test's own directory, not a dask-scratch-space left in /tmp
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster):
         frame = dd.read_csv(pattern, sep="\t", storage_options={"config": config_path}).compute()
     # the same values; the string dtypes differ (Dask uses pyarrow strings, pandas its own)
