@@ -90,6 +90,7 @@ class DraftFile:
         self.opener: int | None = None  # the thread that created it (FUSE reports threads)
         self.writers: set[int] = set()  # the threads that wrote to it: one that dies mid-file fails it
         self.broken: BpfsError | None = None  # a write failed or was out of order: the file can only fail now
+        self.removed = False  # rm took it back: a reader that still has it open gets ESTALE, not a missing object
 
     @property
     def path(self) -> str:
@@ -173,6 +174,9 @@ class UploadedHandle(Handle):
         self.box, self.file = box, file
 
     def read(self, size: int, offset: int) -> bytes:
+        if self.file.removed:
+            raise BpfsError(f"{self.path}: removed (rm) while open; its upload and object are deleted",
+                            errno.ESTALE)
         end = min(offset + size, self.file.size)
         return self.box.objects.get_range(self.box.bucket, self.file.key, offset, end) if end > offset else b""
 
@@ -694,6 +698,7 @@ class SampleDropBox(Subtree):
             if found.state in ("starting", "writing"):
                 raise BpfsError(f"{path}: is being uploaded", errno.EBUSY)
             if found.state == "done":
+                found.removed = True
                 self.records.remove_upload(draft.sample_id, found.upload_id, found.key, path)
                 self._forget_object(found.key)
                 log.info("removed %s: upload %d and s3://%s/%s deleted", path, found.upload_id, self.bucket,

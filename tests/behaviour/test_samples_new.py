@@ -158,6 +158,10 @@ def test_rm_of_an_open_file(fs):
     try:
         fs.unlink(f"samples/new/{name}/a_R1.fq")
         assert sorted(fs.listdir(f"samples/new/{name}")) == ["b_R1.fq"]
+        with pytest.raises(OSError) as gone:  # its object is deleted: the reader is told so
+            fs.read_fd(reading, 100, 0)
+        # ESTALE from bpfs; through a mount the kernel's page cache turns any failed page read into EIO
+        assert gone.value.errno in (errno.ESTALE, errno.EIO)
     finally:
         fs.close(reading)
     (sample,) = samples_named(emu, name)
