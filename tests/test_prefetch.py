@@ -139,6 +139,32 @@ def test_streaming_prefetches_ahead_and_is_bounded_in_memory():
         p.close()
 
 
+def test_a_stream_from_the_start_gets_its_whole_window_after_its_first_mib():
+    """A header read from offset 0 (a BAM, `head`) keeps the small window; a reader past its first MiB
+    from 0 is a cp and gets the whole window at once, not four times what it has read."""
+    big = random.Random(4).randbytes(16 * MiB)
+    config = {"ramp_run": 1 * MiB, "max_window": 8 * MiB, "max_in_flight": 16 * MiB, "cache_bytes": 32 * MiB,
+              "part_size": 1 * MiB, "first_request": 128 * KiB, "min_window": 256 * KiB}
+    client, p = make({"k": big}, **config)
+    try:
+        r = p.open("b", "k", len(big))
+        for offset in range(0, 256 * KiB, 128 * KiB):  # a header: 256 KiB from the start, then it stops
+            r.read(offset, 128 * KiB)
+        p.pool.shutdown(wait=True)
+        assert client.furthest <= 256 * KiB + 1 * MiB  # four times what was read ahead of it, no more
+    finally:
+        p.close()
+    client, p = make({"k": big}, **config)
+    try:
+        r = p.open("b", "k", len(big))
+        for offset in range(0, 1 * MiB, 128 * KiB):
+            r.read(offset, 128 * KiB)
+        p.pool.shutdown(wait=True)
+        assert client.furthest >= 1 * MiB + 7 * MiB  # the whole 8 MiB window (not 4 MiB) right after 1 MiB
+    finally:
+        p.close()
+
+
 def test_closing_a_reader_drops_its_queued_prefetches():
     big = random.Random(5).randbytes(4 * MiB)
     client, p = make({"k": big}, workers=1, max_in_flight=2 * MiB, max_window=2 * MiB)
