@@ -8,8 +8,8 @@ the bytes read in sequence so far, and the whole window (80 MiB, no more than it
 cache when several streams run) once it has read its first MiB from offset 0, or 4 MiB after
 a jump. The window is filled by range GETs of whole parts on a bounded thread pool: a region
 query reads what it asks for, a `cp` soon keeps ten 8 MiB GETs in flight.
-A forward jump inside the window and a small step back (the kernel reorders readahead
-requests) keep the stream; any other jump resets it. Everything lands in the shared
+A forward jump inside the window and a small step back or forward (the kernel reorders
+readahead requests) keep the stream; any other jump resets it. Everything lands in the shared
 `ExtentCache`, so readers of one object share requests and bytes.
 """
 
@@ -42,10 +42,6 @@ SLOW_FAILURE = 1.0  # seconds: a fetch that failed after this long is remembered
 @dataclass(frozen=True)
 class PrefetchConfig:
     part_size: int = 8 * MiB  # one range GET while streaming: the size that saturates S3 (mountpoint, CRT)
-    # The first GET of a fresh reader at offset 0. mountpoint-s3 uses 1 MiB + 128 KiB; measured here, a
-    # samtools region query then spends most of its budget on the header GET, and `head` 72x what the
-    # kernel asked: 128 KiB covers a BAM/CRAM header, and a real stream ramps up within a few reads.
-    first_request: int = 128 * 1024
     min_window: int = 256 * 1024  # the smallest read-ahead window of a stream
     # A reader that read this much from offset 0 in sequence is a cp, a cat, a checksum: it gets its whole
     # window at once, as boto3's download_file starts all its GETs at once (growing 4x per read, a stream
@@ -237,6 +233,7 @@ class PrefetchReader:
         self.run = 0  # bytes read in sequence since the last jump: the window grows with it
         self.run_start = 0  # where that run began: a stream drops only what it read itself
         self.from_start = False  # the stream began at offset 0 (a cp, a cat): read ahead at once
+        self.first_end = 0  # where the first read from offset 0 ended: read-ahead starts past it
         self.ahead = 0  # requested (or held) up to here
         self.lock = threading.Lock()
         self.queued: list[tuple[Future, Extent]] = []  # prefetches not finished yet (close() cancels them)
@@ -265,9 +262,9 @@ class PrefetchReader:
             self.p.stats.add("cache_hits", hits)
         if new:
             self.p.stats.add("cache_misses", len(new))
+        self._prefetch()  # first: the parts ahead are on their way while this read waits for its own bytes
         for extent in new:
             self.p.fill(extent)  # inline: the reader is waiting for exactly these bytes
-        self._prefetch()
         chunks = []
         for extent in covering:
             try:
@@ -289,19 +286,25 @@ class PrefetchReader:
 
     def _advance(self, offset: int, end: int) -> int:
         """Update the stream state for a read of [offset, end); returns how far to fetch inline."""
-        config = self.p.config
         previous = self.next_offset
         self.next_offset = max(end, previous or 0)
         if previous is None and offset == 0:
-            # a fresh reader at the start (a BAM header, `head`, the start of a `cp`): one modest GET
+            # a fresh reader at the start (a BAM header, `head`, the start of a `cp`): exactly what the kernel
+            # asked. mountpoint-s3 asks 1 MiB + 128 KiB; a 128 KiB first GET and a window right after it cost a
+            # samtools region query 256 KiB of header it never read (0.5% of a 49 MB BAM), `head -c 100`
+            # 272 KiB; a stream comes back for more at once and gets its window then.
             self.run = end
             self.run_start = 0
             self.from_start = True
-            self.ahead = min(self.size, max(end, config.first_request))
-            return self.ahead
-        if previous is not None and previous - self._back_tolerance(end - offset) <= offset <= self.ahead:
-            if offset >= previous:
-                self.run += end - offset
+            self.first_end = end
+            self.ahead = end
+            return end
+        tolerance = self._back_tolerance(end - offset)
+        # a step forward of up to the same tolerance past what was asked also keeps the stream: the kernel
+        # splits a 1 MiB read into readahead requests that different FUSE threads answer in any order, and a
+        # reader from the start has no window yet that would cover one that overtakes the others
+        if previous is not None and previous - tolerance <= offset <= max(self.ahead, previous + tolerance):
+            self.run += end - offset  # a request that was overtaken counts too: it is part of the run
             self.ahead = max(self.ahead, end)
             return end
         self.run = 0  # a jump: fetch what is asked, no more, until reads follow each other again
@@ -317,6 +320,8 @@ class PrefetchReader:
         with self.lock:
             if self.run < config.stream_threshold and not self.from_start:
                 return
+            if self.from_start and (self.next_offset or 0) <= self.first_end:
+                return  # one read from the start: a header, not yet a stream
             share = self.p.window_share(self)
             if self.run >= (config.ramp_run if self.from_start else config.stream_threshold):
                 window = min(config.max_window, share)
