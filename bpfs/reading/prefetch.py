@@ -5,7 +5,7 @@ fetched inline, exactly as asked (a random 4 KiB read costs 4 KiB; the kernel's 
 readahead already rounds sequential reads up). Once reads follow each other (from the start
 of the file, or for 4 MiB after a jump), the reader keeps a window ahead of it: four times
 the bytes read in sequence so far, and the whole window (80 MiB, no more than its share of the
-cache when several streams run) once it has read 512 KiB from offset 0, or 4 MiB after a
+cache when several streams run) once it has read 2 MiB from offset 0, or 4 MiB after a
 jump. The window is filled by range GETs of whole parts on a bounded thread pool: a region
 query reads what it asks for, a `cp` soon keeps ten 8 MiB GETs in flight.
 A forward jump inside the window and a small step back or forward (the kernel reorders
@@ -45,11 +45,12 @@ class PrefetchConfig:
     min_window: int = 256 * 1024  # the smallest read-ahead window of a stream
     # A reader that read this much from offset 0 in sequence is a cp, a cat, a checksum: it gets its whole
     # window at once, as boto3's download_file starts all its GETs at once (growing 4x per read, a stream
-    # on a 20 ms link took ~5 round trips to reach its window). A BAM/CRAM header (samtools: 64 KiB through
-    # the kernel), `head` and `file` stay under it and keep the small window; a reader that stops between
-    # this and its window costs up to a window of GETs. dxfuse waits for 1 MiB; on the S3-like link a
-    # 256 MiB read ran at 488 MB/s with 1 MiB, 516 with 512 KiB.
-    ramp_run: int = 512 * 1024
+    # on a 20 ms link took ~5 round trips to reach its window). It must stay above one buffer: Python's
+    # open().read(100) and libmagic read 1 MiB (st_blksize), which the kernel's readahead turns into about
+    # 1.1 MiB in sequence; at 512 KiB such a reader set off the whole window (a 24 MiB file read in full).
+    # BAM/CRAM headers (samtools: 64 KiB through the kernel) and `head` stay far under it. dxfuse waits
+    # for 1 MiB.
+    ramp_run: int = 2 * MiB
     # After a jump, read-ahead starts only once this much was read in sequence: a region query reads a few
     # BGZF blocks and the kernel's own readahead already covers short runs.
     stream_threshold: int = 4 * MiB
