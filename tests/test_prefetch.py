@@ -179,6 +179,35 @@ def test_a_stream_from_the_start_gets_its_whole_window_after_its_first_mib():
         p.close()
 
 
+def test_parts_ahead_are_requested_before_a_read_waits_for_its_own():
+    """On a slow link a read that misses waits one round trip for its bytes: the parts ahead must already be
+    on their way by then, not requested after it (one round trip more per miss while a stream ramps up)."""
+    big = random.Random(6).randbytes(4 * MiB)
+    client, p = make({"k": big}, part_size=1 * MiB, max_window=4 * MiB, max_in_flight=8 * MiB,
+                     cache_bytes=16 * MiB, min_window=256 * KiB)
+    spans: dict[int, tuple[float, float]] = {}
+    serve = client.get_range
+
+    def timed(bucket, key, start, end):
+        began = time.monotonic()
+        data = serve(bucket, key, start, end)
+        spans[start] = (began, time.monotonic())
+        return data
+
+    client.get_range = timed
+    try:
+        r = p.open("b", "k", len(big))
+        r.read(0, 128 * KiB)
+        client.delay = 0.3
+        assert r.read(128 * KiB, 128 * KiB) == big[128 * KiB:256 * KiB]  # a miss: fetched inline
+        p.pool.shutdown(wait=True)
+        ahead = [start for start in spans if start >= 256 * KiB]
+        assert ahead, "the second read from the start set off no read-ahead"
+        assert min(spans[start][0] for start in ahead) < spans[128 * KiB][1]  # already asked while it waited
+    finally:
+        p.close()
+
+
 def test_closing_a_reader_drops_its_queued_prefetches():
     big = random.Random(5).randbytes(4 * MiB)
     client, p = make({"k": big}, workers=1, max_in_flight=2 * MiB, max_window=2 * MiB)
