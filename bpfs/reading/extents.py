@@ -18,11 +18,14 @@ ObjectId = tuple[str | None, str]  # (bucket, key)
 
 
 class Extent:
-    __slots__ = ("obj", "start", "end", "future", "prefetched")
+    __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned")
 
     def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> None:
         self.obj, self.start, self.end, self.prefetched = obj, start, end, prefetched
         self.future: Future[bytes] = Future()
+        # read ahead for a file that was closed before it got here: its GET stops, its bytes are not kept
+        # (a claim by any reader takes it back)
+        self.abandoned = False
 
     @property
     def size(self) -> int:
@@ -61,6 +64,7 @@ class ExtentCache:
                     i += 1
                     continue
                 if current is not None and current.start <= position:
+                    current.abandoned = False  # somebody wants it after all
                     covering.append(current)
                     self._touch(current)
                     position = current.end
@@ -89,9 +93,10 @@ class ExtentCache:
                 self._lru[(extent.obj, extent.start)] = extent
             self._evict()
 
-    def remove(self, extent: Extent) -> None:
+    def remove(self, extent: Extent, recycle: bool = True) -> None:
+        """`recycle=False`: its buffer is not given back for reuse but freed (nobody streams to reuse it)."""
         with self.lock:
-            self._remove(extent)
+            self._remove(extent, recycle)
 
     def drop_consumed(self, obj: ObjectId, before: int, after: int = 0) -> None:
         """Forget the extents a stream has read past, [after, before), prefetched or fetched on demand when
@@ -116,7 +121,7 @@ class ExtentCache:
         if key in self._lru:
             self._lru.move_to_end(key)
 
-    def _remove(self, extent: Extent) -> None:
+    def _remove(self, extent: Extent, recycle: bool = True) -> None:
         extents = self._extents.get(extent.obj)
         if not extents or extents.get(extent.start) is not extent:
             return
@@ -128,7 +133,8 @@ class ExtentCache:
         self._lru.pop((extent.obj, extent.start), None)
         self._bytes -= extent.size
         future = extent.future
-        if self.recycle is not None and future.done() and not future.cancelled() and future.exception() is None:
+        if recycle and self.recycle is not None and future.done() and not future.cancelled() \
+                and future.exception() is None:
             self.recycle(future.result())
 
     def _evict(self) -> None:

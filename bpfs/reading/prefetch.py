@@ -21,22 +21,25 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from bpfs.errors import RemoteError
+from bpfs.errors import BpfsError, RemoteError
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
-from bpfs.remote.s3 import ObjectClient
+from bpfs.remote.s3 import GetCancelled, ObjectClient
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.prefetch")
 
 MiB = 1 << 20
 SLOW_FAILURE = 1.0  # seconds: a fetch that failed after this long is remembered (see failure_memory)
+SMALL_HOLE = 128 * 1024  # a gap in a run this small counts as read: one kernel readahead unit
+MAX_OVERTAKEN = 64  # reads past a hole a stream remembers: the kernel has at most a few dozen in flight
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class Prefetcher:
         self._streams: weakref.WeakSet[PrefetchReader] = weakref.WeakSet()  # readers that read ahead now
         self._streams_lock = threading.Lock()
         objects.on_change.append(self.forget)
+        # what the read path holds now: a window that outlives its file, or work stuck in flight, shows here
+        stats.section("read_ahead", lambda: {"cache_bytes": self.cache.bytes, "in_flight_bytes": self._in_flight,
+                                             "buffer_pool_bytes": objects.buffers.bytes,
+                                             "streams": len(self._streams)})
 
     def forget(self, bucket: str, key: str) -> None:
         """bpfs wrote or deleted this object (a sample's file taken back and copied again under its name):
@@ -111,24 +118,34 @@ class Prefetcher:
         """Fetch one extent's bytes (in the calling thread) and publish them."""
         started = time.monotonic()
         try:
-            data = self.fetch(extent.obj, extent.start, extent.end, prefetch=extent.prefetched)
+            data = self.fetch(extent.obj, extent.start, extent.end, prefetch=extent.prefetched,
+                              cancelled=lambda: extent.abandoned)
             if len(data) != extent.size:
                 raise RemoteError(f"s3://{extent.obj[0]}/{extent.obj[1]}: short read at {extent.start} "
                                   f"({len(data)} of {extent.size} bytes)")
         except BaseException as exc:
+            if isinstance(exc, BpfsError):
+                # an expected failure is told without its stack (see fuseops._errno); kept, the stack's frames
+                # would hold the part's buffer for as long as the extent's future lives, in a cycle only the
+                # garbage collector breaks: closed files' cancelled windows kept the daemon at 135 MB
+                exc.with_traceback(None)
             if not isinstance(exc, Cancelled) and time.monotonic() - started > SLOW_FAILURE:
                 self._failures.append((time.monotonic(), extent.obj, extent.start, extent.end, exc))
             self.cache.filled(extent, None, exc)
             return
         self.cache.filled(extent, data)
+        if extent.abandoned:  # its file was closed while it was on the wire (see PrefetchReader.close)
+            self.cache.remove(extent, recycle=False)
 
-    def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False) -> bytearray | mmap.mmap | bytes:
+    def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False,
+              cancelled: Callable[[], bool] | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end): from the disk cache where it holds them, else from S3 (in whole blocks when the
         disk cache is on, so that what is fetched once is on disk for the next time). `prefetch`: a read-ahead
-        worker asks, and writes what it fetched to disk itself (nobody waits on it)."""
+        worker asks, and writes what it fetched to disk itself (nobody waits on it). `cancelled`: see
+        ObjectClient.get_range."""
         bucket, key = obj
         if self.disk is None:
-            return self.objects.get_range(bucket, key, start, end)
+            return self.objects.get_range(bucket, key, start, end, cancelled=cancelled)
         identity = self._identity(obj)
         block = self.disk.config.block_size
         size = self._object_sizes.get(obj) or end
@@ -144,7 +161,7 @@ class Prefetcher:
                 missing.append(index)
         for run in _runs(missing):
             lo, hi = run[0] * block, min((run[-1] + 1) * block, size)
-            data = self.objects.get_range(bucket, key, lo, hi)
+            data = self.objects.get_range(bucket, key, lo, hi, cancelled=cancelled)
             view[lo - base:lo - base + len(data)] = data
             for index in run:
                 piece = view[index * block - base:min((index + 1) * block, size) - base]
@@ -223,8 +240,7 @@ def _runs(indexes: list[int]) -> list[list[int]]:
     return runs
 
 
-class Cancelled(RemoteError):
-    """A prefetch dropped before it started (its file was closed): whoever waits fetches it again."""
+Cancelled = GetCancelled  # a prefetch dropped (its file was closed): whoever waits fetches it again
 
 
 class PrefetchReader:
@@ -238,8 +254,11 @@ class PrefetchReader:
         self.from_start = False  # the stream began at offset 0 (a cp, a cat): read ahead at once
         self.first_end = 0  # where the first read from offset 0 ended: read-ahead starts past it
         self.ahead = 0  # requested (or held) up to here
+        self.covered = 0  # the run's bytes [run_start, covered) were all read: run is covered - run_start
+        self.overtaken: list[tuple[int, int]] = []  # reads past a hole in the run, counted once it fills
         self.lock = threading.Lock()
         self.queued: list[tuple[Future, Extent]] = []  # prefetches not finished yet (close() cancels them)
+        self.mine: deque[Extent] = deque()  # what this reader read ahead and has not read yet
 
     def read(self, offset: int, size: int) -> bytes | memoryview:
         end = min(offset + size, self.size)
@@ -296,8 +315,7 @@ class PrefetchReader:
             # asked. mountpoint-s3 asks 1 MiB + 128 KiB; a 128 KiB first GET and a window right after it cost a
             # samtools region query 256 KiB of header it never read (0.5% of a 49 MB BAM), `head -c 100`
             # 272 KiB; a stream comes back for more at once and gets its window then.
-            self.run = end
-            self.run_start = 0
+            self.run_start, self.covered, self.overtaken, self.run = 0, end, [], end
             self.from_start = True
             self.first_end = end
             self.ahead = end
@@ -307,30 +325,49 @@ class PrefetchReader:
         # splits a 1 MiB read into readahead requests that different FUSE threads answer in any order, and a
         # reader from the start has no window yet that would cover one that overtakes the others
         if previous is not None and previous - tolerance <= offset <= max(self.ahead, previous + tolerance):
-            self.run += end - offset  # a request that was overtaken counts too: it is part of the run
+            self._cover(offset, end)
             self.ahead = max(self.ahead, end)
             return end
-        self.run = 0  # a jump: fetch what is asked, no more, until reads follow each other again
-        self.run_start = offset
-        self.from_start = False
+        self.run_start, self.covered, self.overtaken, self.run = offset, end, [], 0  # a jump: what is asked,
+        self.from_start = False  # no more, until reads follow each other again
         self.p.stream_ended(self)  # not a stream for now: its share goes to the others
         self.next_offset = end
         self.ahead = end
         return end
+
+    def _cover(self, offset: int, end: int) -> None:
+        """Count a read into the run only once everything before it was read: a request the kernel's others
+        overtook fills its hole soon, while a sparse reader (pread at 0, 300K, 900K, 1.8M) leaves its holes
+        open and never becomes a stream. A hole up to SMALL_HOLE is taken as read: pages the kernel
+        already held, or a reader that skips so little that reading ahead costs it at most twice."""
+        if offset > self.covered + SMALL_HOLE:
+            self.overtaken.append((offset, end))
+            del self.overtaken[:-MAX_OVERTAKEN]
+            return
+        self.covered = max(self.covered, end)
+        if self.overtaken:
+            waiting = []
+            for lo, hi in sorted(self.overtaken):
+                if lo <= self.covered + SMALL_HOLE:
+                    self.covered = max(self.covered, hi)
+                else:
+                    waiting.append((lo, hi))
+            self.overtaken = waiting
+        self.run = self.covered - self.run_start
 
     def _prefetch(self) -> None:
         config = self.p.config
         with self.lock:
             if self.run < config.stream_threshold and not self.from_start:
                 return
-            if self.from_start and (self.next_offset or 0) <= self.first_end:
-                return  # one read from the start: a header, not yet a stream
+            if self.from_start and self.covered <= self.first_end:
+                return  # one read from the start (a header), or reads that skip past it: not yet a stream
             share = self.p.window_share(self)
             if self.run >= (config.ramp_run if self.from_start else config.stream_threshold):
                 window = min(config.max_window, share)
             else:
                 window = min(config.max_window, share, max(config.min_window, 4 * self.run))
-            target = min(self.size, (self.next_offset or 0) + window)
+            target = min(self.size, self.covered + window)  # ahead of what the run read, not of a skip
             # top up in whole parts: one GET per kernel read would be latency-bound
             if target - self.ahead < min(config.part_size, window // 2) and target < self.size:
                 return
@@ -350,6 +387,10 @@ class PrefetchReader:
             unclaimed = (hi - lo) - sum(e.size for e in new)
             if unclaimed:  # part of it was already held: give that reservation back
                 self.p.release(unclaimed)
+            with self.lock:
+                self.mine.extend(new)
+                while self.mine and self.mine[0].end <= self.covered:
+                    self.mine.popleft()  # read: nothing of it is left to give up
             for extent in new:
                 future = self.p.submit(extent)
                 if future is not None:
@@ -364,11 +405,21 @@ class PrefetchReader:
             self.queued = [(f, e) for f, e in self.queued if f is not future]
 
     def close(self) -> None:
-        """Drop prefetches that have not started: a closed file should not keep the link busy."""
-        self.p.stream_ended(self)
+        """Give up what this file read ahead and nobody read: a closed file should not keep the link busy nor
+        fill the cache (with ten parts in flight, every window's GETs have started: a `head -c 3M` or a
+        killed `cat` left a window of bytes coming in and then kept in memory). Prefetches not started are
+        dropped, GETs on the wire stop at their next chunk, and what arrived is let go, unless another reader
+        claims it in the meantime."""
         with self.lock:
             queued, self.queued = self.queued, []
+            mine, self.mine = list(self.mine), deque()
+        for extent in mine:
+            extent.abandoned = True
         for future, extent in queued:
             if future.cancel():
                 self.p.release(extent.size)
                 self.p.cache.filled(extent, None, Cancelled("prefetch cancelled: the file was closed"))
+        for extent in mine:
+            if extent.abandoned and extent.future.done():
+                self.p.cache.remove(extent)
+        self.p.stream_ended(self)  # last: with no stream left, the buffers just given back go too

@@ -86,6 +86,10 @@ def _finish(body: object, complete: bool) -> None:
     body.close()  # type: ignore[attr-defined]
 
 
+class GetCancelled(RemoteError):
+    """A GET its caller gave up (its file was closed): whoever still wants the bytes fetches them again."""
+
+
 class ObjectClient:
     """The only place that talks to S3; one instance is shared by all handles (boto3 clients are thread-safe)."""
 
@@ -134,10 +138,13 @@ class ObjectClient:
             raise RemoteError("no S3 bucket configured (aws.s3.bucket or storage.user.settings.bucket)")
         return bucket
 
-    def get_range(self, bucket: str | None, key: str, start: int, end: int) -> bytearray | mmap.mmap | bytes:
+    def get_range(self, bucket: str | None, key: str, start: int, end: int,
+                  cancelled: Callable[[], bool] | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end) of an object, read straight into one buffer (no chunks to join): retried,
         resumed where a body broke off, and given up once S3 made no progress for `read_bound` seconds
-        (a slow link that progresses is never cut). Shorter when the object ends sooner."""
+        (a slow link that progresses is never cut). Shorter when the object ends sooner. `cancelled` is
+        asked between chunks of the body: once it says so, the connection is closed (S3 sends no more
+        bytes, and bills none) and GetCancelled raised."""
         bucket = self._bucket(bucket)
         if end <= start:
             return bytearray()
@@ -181,6 +188,9 @@ class ObjectClient:
             began, first, ask = time.monotonic(), position, 0
             try:
                 while position < end:
+                    if cancelled is not None and cancelled():
+                        body.close()  # its buffer is freed, not pooled: nobody streams this any more
+                        raise GetCancelled(f"{where}: nobody wants bytes {position}-{end - 1} any more")
                     ask = self._ask(began, first, position, ask)
                     got = read_into(view[position - start:min(end, position + ask) - start])
                     if not got:
