@@ -38,8 +38,12 @@ log = logging.getLogger("bpfs.prefetch")
 
 MiB = 1 << 20
 SLOW_FAILURE = 1.0  # seconds: a fetch that failed after this long is remembered (see failure_memory)
-SMALL_HOLE = 128 * 1024  # a gap in a run this small counts as read: one kernel readahead unit
-MAX_OVERTAKEN = 64  # reads past a hole a stream remembers: the kernel has at most a few dozen in flight
+# A run is a stream only while it has read at least 1/DENSITY of the bytes it passed over. Holes a reader
+# never fills are the norm for a sequential reader too: pages the kernel already holds (another reader of
+# the file, an earlier read) are never asked for. A sparse reader (a pread every 600 KiB, strided chunks)
+# reads far less than it passes over and stays a random reader; a reader that reads ahead costs itself
+# at most DENSITY times what it reads, until it stops.
+DENSITY = 4
 
 
 @dataclass(frozen=True)
@@ -254,8 +258,6 @@ class PrefetchReader:
         self.from_start = False  # the stream began at offset 0 (a cp, a cat): read ahead at once
         self.first_end = 0  # where the first read from offset 0 ended: read-ahead starts past it
         self.ahead = 0  # requested (or held) up to here
-        self.covered = 0  # the run's bytes [run_start, covered) were all read: run is covered - run_start
-        self.overtaken: list[tuple[int, int]] = []  # reads past a hole in the run, counted once it fills
         self.lock = threading.Lock()
         self.queued: list[tuple[Future, Extent]] = []  # prefetches not finished yet (close() cancels them)
         self.mine: deque[Extent] = deque()  # what this reader read ahead and has not read yet
@@ -315,7 +317,7 @@ class PrefetchReader:
             # asked. mountpoint-s3 asks 1 MiB + 128 KiB; a 128 KiB first GET and a window right after it cost a
             # samtools region query 256 KiB of header it never read (0.5% of a 49 MB BAM), `head -c 100`
             # 272 KiB; a stream comes back for more at once and gets its window then.
-            self.run_start, self.covered, self.overtaken, self.run = 0, end, [], end
+            self.run_start, self.run = 0, end
             self.from_start = True
             self.first_end = end
             self.ahead = end
@@ -325,49 +327,34 @@ class PrefetchReader:
         # splits a 1 MiB read into readahead requests that different FUSE threads answer in any order, and a
         # reader from the start has no window yet that would cover one that overtakes the others
         if previous is not None and previous - tolerance <= offset <= max(self.ahead, previous + tolerance):
-            self._cover(offset, end)
+            self.run += end - offset  # a request that was overtaken counts too: it is part of the run
             self.ahead = max(self.ahead, end)
             return end
-        self.run_start, self.covered, self.overtaken, self.run = offset, end, [], 0  # a jump: what is asked,
-        self.from_start = False  # no more, until reads follow each other again
+        self.run_start, self.run = offset, 0  # a jump: what is asked, no more, until reads follow each other
+        self.from_start = False
         self.p.stream_ended(self)  # not a stream for now: its share goes to the others
         self.next_offset = end
         self.ahead = end
         return end
-
-    def _cover(self, offset: int, end: int) -> None:
-        """Count a read into the run only once everything before it was read: a request the kernel's others
-        overtook fills its hole soon, while a sparse reader (pread at 0, 300K, 900K, 1.8M) leaves its holes
-        open and never becomes a stream. A hole up to SMALL_HOLE is taken as read: pages the kernel
-        already held, or a reader that skips so little that reading ahead costs it at most twice."""
-        if offset > self.covered + SMALL_HOLE:
-            self.overtaken.append((offset, end))
-            del self.overtaken[:-MAX_OVERTAKEN]
-            return
-        self.covered = max(self.covered, end)
-        if self.overtaken:
-            waiting = []
-            for lo, hi in sorted(self.overtaken):
-                if lo <= self.covered + SMALL_HOLE:
-                    self.covered = max(self.covered, hi)
-                else:
-                    waiting.append((lo, hi))
-            self.overtaken = waiting
-        self.run = self.covered - self.run_start
 
     def _prefetch(self) -> None:
         config = self.p.config
         with self.lock:
             if self.run < config.stream_threshold and not self.from_start:
                 return
-            if self.from_start and self.covered <= self.first_end:
-                return  # one read from the start (a header), or reads that skip past it: not yet a stream
+            if self.from_start and (self.next_offset or 0) <= self.first_end:
+                return  # one read from the start: a header, not yet a stream
+            if self.run * DENSITY < (self.next_offset or 0) - self.run_start:
+                return  # a sparse reader: what it skips, it does not want
             share = self.p.window_share(self)
             if self.run >= (config.ramp_run if self.from_start else config.stream_threshold):
                 window = min(config.max_window, share)
             else:
-                window = min(config.max_window, share, max(config.min_window, 4 * self.run))
-            target = min(self.size, self.covered + window)  # ahead of what the run read, not of a skip
+                # what keeps everything fetched for this run within DENSITY times what it read: 3x the run
+                # for a reader that reads every byte, little for one that skips
+                span = (self.next_offset or 0) - self.run_start
+                window = min(config.max_window, share, max(config.min_window, DENSITY * self.run - span))
+            target = min(self.size, (self.next_offset or 0) + window)
             # top up in whole parts: one GET per kernel read would be latency-bound
             if target - self.ahead < min(config.part_size, window // 2) and target < self.size:
                 return
@@ -389,7 +376,7 @@ class PrefetchReader:
                 self.p.release(unclaimed)
             with self.lock:
                 self.mine.extend(new)
-                while self.mine and self.mine[0].end <= self.covered:
+                while self.mine and self.mine[0].end <= (self.next_offset or 0):
                     self.mine.popleft()  # read: nothing of it is left to give up
             for extent in new:
                 future = self.p.submit(extent)
@@ -422,4 +409,8 @@ class PrefetchReader:
         for extent in mine:
             if extent.abandoned and extent.future.done():
                 self.p.cache.remove(extent)
+        if self.from_start or self.run >= self.p.config.stream_threshold:
+            # and what a stream read is the kernel's now (its page cache): the parts kept behind the reader
+            # for the kernel's re-reads go too (fifty killed streams had left 32 MiB in the cache)
+            self.p.cache.drop_consumed(self.obj, self.next_offset or 0, after=self.run_start)
         self.p.stream_ended(self)  # last: with no stream left, the buffers just given back go too

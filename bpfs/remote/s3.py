@@ -157,6 +157,8 @@ class ObjectClient:
         for attempt in range(GET_ATTEMPTS):
             if position >= end:
                 break
+            if cancelled is not None and cancelled():  # given up while it was being retried
+                raise GetCancelled(f"{where}: nobody wants bytes {position}-{end - 1} any more")
             if attempt:
                 left = progress + self.get_budget - time.monotonic()
                 if left <= 0:
