@@ -95,12 +95,15 @@ class BufferPool:
         self._bytes = 0
         self._lock = threading.Lock()
         self.reused = 0  # buffers handed out again (tests and stats)
+        self._taken = 0  # take() calls: a release_soon() whose time comes after one is void
+        self._timer: threading.Timer | None = None
 
     def take(self, size: int) -> bytearray | mmap.mmap:
         """Room for `size` bytes about to be overwritten (its contents are undefined)."""
         if size < self.smallest or size <= 0:
             return bytearray(size)
         with self._lock:
+            self._taken += 1
             free = self._free
             for i in range(len(free)):
                 buffer = free[i][1]
@@ -127,6 +130,30 @@ class BufferPool:
     def clear(self) -> None:
         """Let every pooled buffer go (nobody streams now: its memory goes back to the system)."""
         with self._lock:
+            self._free.clear()
+            self._bytes = 0
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def release_soon(self) -> None:
+        """Nobody uses the pool now: let its buffers go `idle` seconds from now, unless somebody takes one
+        before then. A `cp` of many files fills each file's parts in the buffers of the one before."""
+        with self._lock:
+            if not self._free:
+                return
+            timer = threading.Timer(self.idle, self._release, (self._taken,))
+            earlier, self._timer = self._timer, timer
+        if earlier is not None:
+            earlier.cancel()
+        timer.daemon = True
+        timer.name = "bpfs-pool-release"
+        timer.start()
+
+    def _release(self, taken: int) -> None:
+        with self._lock:
+            if self._taken != taken:
+                return  # in use again: the next release_soon() counts
             self._free.clear()
             self._bytes = 0
 

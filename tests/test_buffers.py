@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+import tracemalloc
 from concurrent.futures import Future
 
 from bpfs.memory import BufferPool
@@ -173,7 +175,68 @@ def test_an_upload_reuses_its_part_buffers_and_sends_every_byte_once():
     assert store.objects["k"] == data
     assert len(store.parts) == 7 and all(len(store.parts[n]) == MIN_PART for n in range(1, 7))
     assert pool.buffers.reused > 0
-    assert pool.buffers.bytes == 0  # nothing is written any more: the pool let its buffers go
+    assert pool.buffers.bytes == 0  # the pool was shut down: it let its buffers go
+
+
+def test_the_next_file_fills_the_parts_of_the_last_and_an_idle_pool_lets_them_go():
+    store = PartStore()
+    pool = UploadPool(store, Stats(), UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2))
+    pool.buffers.idle = 0.3
+    data = random.Random(8).randbytes(4 * MIN_PART)
+    for key in ("a", "b"):
+        reused = pool.buffers.reused
+        stream = ObjectStream(pool, "b", key)
+        for offset in range(0, len(data), MiB):
+            stream.append(data[offset:offset + MiB])
+        assert stream.finish() == len(data) and store.objects[key] == data
+        kept = pool.buffers.bytes
+        assert kept >= MIN_PART  # kept for a file that may come next
+    assert pool.buffers.reused - reused == 4  # "b": every part, the first too, in a buffer "a" gave back
+    time.sleep(0.1)
+    assert pool.buffers.bytes == kept  # not yet
+    deadline = time.monotonic() + 5
+    while pool.buffers.bytes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.buffers.bytes == 0  # nobody wrote for `idle` seconds: back to the system
+    pool.shutdown()
+
+
+def test_a_file_taken_up_again_keeps_the_pool():
+    """A release planned when the last file closed is void once the next file takes a buffer."""
+    pool = BufferPool(capacity=64 * MiB, idle=0.2, smallest=MIN_PART, make=bytearray)
+    pool.give(bytearray(MIN_PART))
+    pool.give(bytearray(MIN_PART))
+    pool.release_soon()
+    part = pool.take(MIN_PART)
+    time.sleep(0.5)
+    assert pool.bytes == MIN_PART  # the other one stays: the pool is in use
+    pool.give(part)
+    pool.release_soon()
+    deadline = time.monotonic() + 5
+    while pool.bytes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.bytes == 0
+
+
+def test_a_borrowed_write_is_copied_once_into_the_part():
+    """`bytearray[a:b] = memoryview` makes a temporary copy of the view first: a 1 MiB allocation per
+    FUSE write (a fresh mapping: 256 page faults). The part is filled through a view of it instead."""
+    store = PartStore()
+    pool = UploadPool(store, Stats(), UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2))
+    stream = ObjectStream(pool, "b", "k")
+    lent = bytearray(random.Random(9).randbytes(MiB))
+    stream.append(memoryview(lent))
+    stream.append(memoryview(lent))  # past the first MiB: in a whole part from now on
+    tracemalloc.start()
+    try:
+        for _ in range(2):
+            stream.append(memoryview(lent))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * KiB
+    assert stream.finish() == 4 * MiB and store.objects["k"] == bytes(lent) * 4  # one PUT, below a part
+    pool.shutdown()
 
 
 def test_a_small_file_costs_only_its_size():

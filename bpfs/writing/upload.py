@@ -27,6 +27,7 @@ log = logging.getLogger("bpfs.upload")
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's limit
 GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (files above 8 GiB)
+GROWN_FIRST = 1 << 20  # a file this small grows its buffer as written, and costs only its size
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,11 @@ class UploadPool:
         self.part_size = max(MIN_PART, self.config.part_size)
         self.slots = threading.BoundedSemaphore(self.config.max_parts)
         self.executor = ThreadPoolExecutor(self.config.max_parts, thread_name_prefix="bpfs-upload")
-        # parts after a file's first are filled in buffers that sent parts give back: a fresh 8 MiB part
-        # faulted in a page at a time (a tenth of the daemon's CPU in a cp); bytearrays, which botocore
-        # sends in one piece
-        self.buffers = BufferPool(smallest=MIN_PART, make=bytearray)
+        # parts are filled in buffers that sent parts give back: a fresh 8 MiB part is faulted in a page at
+        # a time (a tenth of the daemon's CPU in a cp). It holds what is in flight at most, so it adds
+        # nothing to the peak; bytearrays, which botocore sends in one piece.
+        self.buffers = BufferPool(capacity=(self.config.max_parts + 1) * self.part_size, smallest=MIN_PART,
+                                  make=bytearray)
         self._streams = 0  # files being written: when none is, the pooled buffers go back to the system
         self._streams_lock = threading.Lock()
 
@@ -61,11 +63,12 @@ class UploadPool:
     def closed(self) -> None:
         with self._streams_lock:
             self._streams -= 1
-            if not self._streams:
-                self.buffers.clear()
+            if not self._streams:  # the pooled parts go back to the system unless the next file comes soon
+                self.buffers.release_soon()
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
+        self.buffers.clear()
 
 
 class ObjectStream:
@@ -79,7 +82,7 @@ class ObjectStream:
         self.size = 0  # bytes accepted so far
         self.uploaded = 0  # bytes S3 has acknowledged (parts done): the progress `bpfs status` shows
         self.upload_id: str | None = None
-        self._buffer = bytearray()  # the first part, grown as written: a small file costs only its size
+        self._buffer = bytearray()  # a file's first MiB, grown as written: a small file costs only its size
         self._part: bytearray | None = None  # each later part, whole from the start (see UploadPool.buffers)
         self._filled = 0  # bytes written into it
         self._parts: dict[int, str] = {}  # part number -> ETag
@@ -104,15 +107,14 @@ class ObjectStream:
         try:
             self.size += len(data)
             if self._part is None and self.upload_id is None:
-                self._buffer += data
-                size = self.part_size(1)
-                if len(self._buffer) < size:
+                if self.size <= GROWN_FIRST:
+                    self._buffer += data
                     return
-                first, self._buffer = self._buffer, bytearray()
-                data = bytes(memoryview(first)[size:])  # what spilled over starts the second part
-                del first[size:]
-                self._ship(first)
+                # a file of more than 1 MiB: its first part too is a whole pooled buffer, not grown a page
+                # at a time (2048 page faults for each file a cp writes)
+                grown, self._buffer = self._buffer, bytearray()
                 self._next_part()
+                self._fill(grown)
             self._fill(data)
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
@@ -122,8 +124,11 @@ class ObjectStream:
         """Upload what is left and make the object; returns its size. Raises on any failure, then and later."""
         self.check()
         try:
-            if self.upload_id is None:
+            if self.upload_id is None:  # less than a part: one PUT
                 body, self._buffer = self._buffer, bytearray()
+                if self._part is not None:
+                    body, self._part = self._part, None
+                    del body[self._filled:]
                 self.objects.put_object(self.bucket, self.key, body)
                 self.uploaded += len(body)
                 self.pool.stats.add("bytes_uploaded", len(body))
@@ -189,7 +194,10 @@ class ObjectStream:
             part = self._part
             assert part is not None
             n = min(len(part) - self._filled, len(view))
-            part[self._filled:self._filled + n] = view[:n]
+            # through a view of the part: `bytearray[a:b] = memoryview` copies the right side into a
+            # temporary bytearray first (CPython), a fresh 1 MiB mapping per FUSE write
+            with memoryview(part) as target:
+                target[self._filled:self._filled + n] = view[:n]
             self._filled += n
             view = view[n:]
             if self._filled == len(part):
