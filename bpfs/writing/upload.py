@@ -55,6 +55,7 @@ class UploadPool:
                                   make=bytearray)
         self._streams = 0  # files being written: when none is, the pooled buffers go back to the system
         self._streams_lock = threading.Lock()
+        stats.section("upload_pool", lambda: {"bytes": self.buffers.bytes})  # back to 0 once nobody writes
 
     def opened(self) -> None:
         with self._streams_lock:
