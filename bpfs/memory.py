@@ -77,6 +77,16 @@ def mapped(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=_PRIVATE_FILLED)
 
 
+def _refcount(free: list, i: int) -> int:
+    """References to the i-th pooled buffer, seen the way take() sees them. CPython's count includes those
+    of the caller's frame, and which of them it counts changes between versions (3.14 borrows some)."""
+    buffer = free[i][1]
+    return sys.getrefcount(buffer)
+
+
+_UNSHARED = _refcount([(0.0, bytearray(1))], 0)  # the count of a buffer only the pool's list refers to
+
+
 class BufferPool:
     """Room for fetched or written bytes, reused. A fresh 8 MiB buffer costs 2.8 ms of kernel time (2048
     pages zeroed and mapped) and freeing it interrupts the other CPU (a TLB shootdown): about a sixth of
@@ -89,27 +99,28 @@ class BufferPool:
     says so exactly)."""
 
     def __init__(self, capacity: int = POOL_BYTES, idle: float = POOL_IDLE, smallest: int = BIG_BUFFER,
-                 make: Callable[[int], bytearray | mmap.mmap] = mapped) -> None:
+                 make: Callable[[int], bytearray | mmap.mmap] = mapped, sweep: bool = False) -> None:
         self.capacity, self.idle, self.smallest, self.make = capacity, idle, smallest, make
         self._free: list[tuple[float, bytearray | mmap.mmap]] = []  # (when given back, buffer), oldest first
         self._bytes = 0
         self._lock = threading.Lock()
         self.reused = 0  # buffers handed out again (tests and stats)
-        self._taken = 0  # take() calls: a release_soon() whose time comes after one is void
-        self._timer: threading.Timer | None = None
+        self.sweep = sweep
+        self._used = 0.0  # when a buffer was last taken or given back
+        self._sweeper: threading.Thread | None = None  # running while the pool holds buffers (sweep=True)
+        self._wake = threading.Condition(self._lock)
 
     def take(self, size: int) -> bytearray | mmap.mmap:
         """Room for `size` bytes about to be overwritten (its contents are undefined)."""
         if size < self.smallest or size <= 0:
             return bytearray(size)
         with self._lock:
-            self._taken += 1
+            self._used = time.monotonic()
             free = self._free
             for i in range(len(free)):
-                buffer = free[i][1]
-                # 3: the pool's list, this local and getrefcount's own argument; anything more is a user
-                if len(buffer) == size and sys.getrefcount(buffer) == 3:
-                    del free[i]
+                # no local name for the buffer before the count: it would be one more reference
+                if len(free[i][1]) == size and _refcount(free, i) == _UNSHARED:  # anything more is a user
+                    buffer = free.pop(i)[1]
                     self._bytes -= size
                     self.reused += 1
                     return buffer
@@ -121,41 +132,35 @@ class BufferPool:
             return  # bytes are not writable; small ones are cheap
         now = time.monotonic()
         with self._lock:
+            self._used = now
             self._free.append((now, buffer))
             self._bytes += len(buffer)
             free = self._free
             while free and (self._bytes > self.capacity or now - free[0][0] > self.idle):
                 self._bytes -= len(free.pop(0)[1])
+            if self.sweep and free and self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep, name="bpfs-pool-sweep", daemon=True)
+                self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Let every buffer go once nobody took or gave one for `idle` seconds (sweep=True): a writer that
+        stopped, or a file held open and idle, keeps nothing. Ends when the pool is empty."""
+        with self._lock:
+            while self._free:
+                left = self._used + self.idle - time.monotonic()
+                if left <= 0:
+                    self._free.clear()
+                    self._bytes = 0
+                    break
+                self._wake.wait(left)
+            self._sweeper = None
 
     def clear(self) -> None:
         """Let every pooled buffer go (nobody streams now: its memory goes back to the system)."""
         with self._lock:
             self._free.clear()
             self._bytes = 0
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-
-    def release_soon(self) -> None:
-        """Nobody uses the pool now: let its buffers go `idle` seconds from now, unless somebody takes one
-        before then. A `cp` of many files fills each file's parts in the buffers of the one before."""
-        with self._lock:
-            if not self._free:
-                return
-            timer = threading.Timer(self.idle, self._release, (self._taken,))
-            earlier, self._timer = self._timer, timer
-        if earlier is not None:
-            earlier.cancel()
-        timer.daemon = True
-        timer.name = "bpfs-pool-release"
-        timer.start()
-
-    def _release(self, taken: int) -> None:
-        with self._lock:
-            if self._taken != taken:
-                return  # in use again: the next release_soon() counts
-            self._free.clear()
-            self._bytes = 0
+            self._wake.notify_all()
 
     @property
     def bytes(self) -> int:

@@ -27,7 +27,6 @@ log = logging.getLogger("bpfs.upload")
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's limit
 GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (files above 8 GiB)
-GROWN_FIRST = 1 << 20  # a file this small grows its buffer as written, and costs only its size
 
 
 @dataclass(frozen=True)
@@ -48,24 +47,13 @@ class UploadPool:
         self.part_size = max(MIN_PART, self.config.part_size)
         self.slots = threading.BoundedSemaphore(self.config.max_parts)
         self.executor = ThreadPoolExecutor(self.config.max_parts, thread_name_prefix="bpfs-upload")
-        # parts are filled in buffers that sent parts give back: a fresh 8 MiB part is faulted in a page at
-        # a time (a tenth of the daemon's CPU in a cp). It holds what is in flight at most, so it adds
-        # nothing to the peak; bytearrays, which botocore sends in one piece.
-        self.buffers = BufferPool(capacity=(self.config.max_parts + 1) * self.part_size, smallest=MIN_PART,
-                                  make=bytearray)
-        self._streams = 0  # files being written: when none is, the pooled buffers go back to the system
-        self._streams_lock = threading.Lock()
+        # parts after a file's first are filled in buffers that sent parts give back: a fresh 8 MiB part is
+        # faulted in a page at a time (a tenth of the daemon's CPU in a cp). It holds at most what was in
+        # flight, so it adds nothing to the peak, and lets it go once nobody took a part for a few seconds:
+        # the next file of a `cp *.fastq.gz` reuses it. bytearrays, which botocore sends in one piece.
+        self.buffers = BufferPool(capacity=self.config.max_parts * self.part_size, smallest=MIN_PART,
+                                  make=bytearray, sweep=True)
         stats.section("upload_pool", lambda: {"bytes": self.buffers.bytes})  # back to 0 once nobody writes
-
-    def opened(self) -> None:
-        with self._streams_lock:
-            self._streams += 1
-
-    def closed(self) -> None:
-        with self._streams_lock:
-            self._streams -= 1
-            if not self._streams:  # the pooled parts go back to the system unless the next file comes soon
-                self.buffers.release_soon()
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
@@ -83,7 +71,7 @@ class ObjectStream:
         self.size = 0  # bytes accepted so far
         self.uploaded = 0  # bytes S3 has acknowledged (parts done): the progress `bpfs status` shows
         self.upload_id: str | None = None
-        self._buffer = bytearray()  # a file's first MiB, grown as written: a small file costs only its size
+        self._buffer = bytearray()  # the first part, grown as written: a small file costs only its size
         self._part: bytearray | None = None  # each later part, whole from the start (see UploadPool.buffers)
         self._filled = 0  # bytes written into it
         self._parts: dict[int, str] = {}  # part number -> ETag
@@ -91,8 +79,6 @@ class ObjectStream:
         self._slots = threading.BoundedSemaphore(pool.config.per_file)
         self._error: BpfsError | None = None
         self._error_lock = threading.Lock()
-        self._open = True
-        pool.opened()
 
     # -- writing -----------------------------------------------------------------------------------
     def part_size(self, number: int) -> int:
@@ -108,14 +94,15 @@ class ObjectStream:
         try:
             self.size += len(data)
             if self._part is None and self.upload_id is None:
-                if self.size <= GROWN_FIRST:
-                    self._buffer += data
+                self._buffer += data
+                size = self.part_size(1)
+                if len(self._buffer) < size:
                     return
-                # a file of more than 1 MiB: its first part too is a whole pooled buffer, not grown a page
-                # at a time (2048 page faults for each file a cp writes)
-                grown, self._buffer = self._buffer, bytearray()
+                first, self._buffer = self._buffer, bytearray()
+                data = bytes(memoryview(first)[size:])  # what spilled over starts the second part
+                del first[size:]
+                self._ship(first)
                 self._next_part()
-                self._fill(grown)
             self._fill(data)
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
@@ -125,11 +112,8 @@ class ObjectStream:
         """Upload what is left and make the object; returns its size. Raises on any failure, then and later."""
         self.check()
         try:
-            if self.upload_id is None:  # less than a part: one PUT
+            if self.upload_id is None:
                 body, self._buffer = self._buffer, bytearray()
-                if self._part is not None:
-                    body, self._part = self._part, None
-                    del body[self._filled:]
                 self.objects.put_object(self.bucket, self.key, body)
                 self.uploaded += len(body)
                 self.pool.stats.add("bytes_uploaded", len(body))
@@ -149,8 +133,6 @@ class ObjectStream:
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
             raise
-        finally:
-            self._closed()
 
     def sync(self) -> None:
         """fsync(): wait until every full part is in S3 and report a failure, without finishing the object
@@ -162,7 +144,6 @@ class ObjectStream:
         """Give up: wait for the parts in flight, then abort the multipart upload (best effort)."""
         self._buffer, self._part = bytearray(), None
         self._drain()
-        self._closed()
         upload_id, self.upload_id = self.upload_id, None
         if upload_id is None:
             return
@@ -178,11 +159,6 @@ class ObjectStream:
             raise error
 
     # -- internals ---------------------------------------------------------------------------------
-    def _closed(self) -> None:
-        if self._open:
-            self._open = False
-            self.pool.closed()
-
     def _next_number(self) -> int:
         return len(self._futures) + 1
 
@@ -249,7 +225,8 @@ class ObjectStream:
         self._parts[number] = etag
         self.uploaded += len(part)
         self.pool.stats.add("bytes_uploaded", len(part))
-        self.pool.buffers.give(part)
+        if len(part) == self.part_size(number):  # a last part, cut to its length, fits no later part
+            self.pool.buffers.give(part)
 
     def _fail(self, exc: BaseException) -> None:
         with self._error_lock:
