@@ -37,6 +37,8 @@ What it does (scripts/README.md says how to read the tables):
   (disk_writes, disk_dropped, disk_full) stay still for 1 s, unmounts, drops the cache files' pages,
   mounts again on the same directory and reads the object again; the local side reads a copy of the
   object on local disk (pages dropped) with the same 1 MiB read loop;
+* write: each uploaded object is deleted once measured (the emulator's files would otherwise pile up dirty
+  pages, and writeback then throttles both sides to the disk's speed);
 * always unmounts every mount it made (fusermount3 -u, then -uz; then waits for the daemon and kills it by
   its PID if it does not exit), stops the emulator and removes its files, also on Ctrl-C.
 
@@ -1163,6 +1165,22 @@ class Bench:
                  f"({'reset before the stream' if reset else 'since the daemon started'}), after "
                  f"{after['VmRSS'] / 1024:.0f} MiB")
 
+    def forget_upload(self, bucket: str, key: str) -> None:
+        """Delete an object the write section made, once measured. The emulator keeps objects in files:
+        512 MiB of dirty pages per 256 MiB upload (the parts, then the object), and after two or three uploads
+        the kernel's writeback throttled both sides to the disk's speed (380 -> 215 MB/s): that measured the
+        disk, not the link. Deleted before writeback, the pages never reach the disk."""
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def uploaded_as(self, sample: str, name: str) -> tuple[str, str]:
+        """(bucket, key) of a file copied into samples/new/<sample>/, from its xattr in samples/<id>/."""
+        samples = self.mount.path / "samples"
+        rows = [line.split("\t") for line in (samples / "index.tsv").read_text().splitlines()[1:]]
+        ids = [row[0] for row in rows if len(row) > 1 and row[1] == sample]
+        uri = os.getxattr(samples / ids[-1] / name, "user.basepair.s3_uri").decode()
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
     def write(self) -> None:
         self.log("\n== write: cp into samples/new/ vs boto3 upload_file")
         target_dir = self.mount.path / "samples" / "new" / "bench"
@@ -1183,12 +1201,14 @@ class Bench:
                 if d["bytes_uploaded"] != size or d["uploads_failed"]:
                     raise RuntimeError(f"cp into the mount uploaded {d['bytes_uploaded']} of {size} bytes "
                                        f"({d['uploads_failed']} uploads failed)")
+                self.forget_upload(*self.uploaded_as("bench", dest.name))
                 return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "puts": d["server_put_requests"],
                         "bytes_received": d["server_bytes_received"]}
 
             def via_upload(r: int) -> dict:
                 key = f"bench-uploads/upload_{r}.bin"
                 _, elapsed, d = self.measured(lambda: self.client.upload_file(str(source), self.bucket, key))
+                self.forget_upload(self.bucket, key)
                 return {"mbps": size / elapsed / 1e6, "seconds": elapsed, "puts": d["server_put_requests"]}
 
             self.alternate("write", {"bpfs": via_mount, "upload_file": via_upload})
