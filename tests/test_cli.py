@@ -71,6 +71,21 @@ def test_user_mistakes_are_one_line(emulator, tmp_path):
     assert "no config file" in one_line_error(run("mount", str(mnt), env=env))
 
 
+def test_a_user_is_told_when_the_mount_point_is_not_theirs(tmp_path, monkeypatch):
+    """fusermount refuses a user a directory they cannot write to, and libfuse then says only "4"."""
+    from bpfs.errors import ConfigError
+    from bpfs.mounting import mountpoints
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    monkeypatch.setattr(mountpoints.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(mountpoints.os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError, match="not writable by you"):
+        mountpoints.check_mountpoint(str(mnt))
+    monkeypatch.setattr(mountpoints.os, "access", lambda path, mode: True)
+    assert mountpoints.check_mountpoint(str(mnt)) == str(mnt)
+
+
 @needs_fuse
 def test_refused_credentials_and_unreachable_api(emulator, tmp_path):
     mnt = tmp_path / "mnt"

@@ -59,6 +59,10 @@ def check_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(path):
         raise ConfigError(f"mount point {path} is not a directory")
     del st
+    if os.geteuid() != 0 and not os.access(path, os.W_OK):
+        # fusermount's own rule for users; refused there, libfuse reports only "mount failed: 4"
+        raise ConfigError(f"mount point {path} is not writable by you, and a user may mount only on a directory "
+                          f"they can write to: chown it to yourself, or use one in your home directory")
     if mounted_fuse(path):
         raise ConfigError(f"{path} is already mounted (bpfs umount {path} first)")
     return path
