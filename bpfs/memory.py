@@ -156,7 +156,7 @@ class BufferPool:
             self._sweeper = None
 
     def clear(self) -> None:
-        """Let every pooled buffer go (nobody streams now: its memory goes back to the system)."""
+        """Let every pooled buffer go now (shutdown); a pool in use lets them go itself (`sweep`)."""
         with self._lock:
             self._free.clear()
             self._bytes = 0
