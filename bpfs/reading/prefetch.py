@@ -205,6 +205,8 @@ class Prefetcher:
     def stream_ended(self, reader: PrefetchReader) -> None:
         with self._streams_lock:
             self._streams.discard(reader)
+            if not self._streams:  # nobody streams now: what the pool holds goes back to the system
+                self.objects.buffers.clear()
 
     def try_reserve(self, size: int) -> bool:
         with self._in_flight_lock:
@@ -412,4 +414,4 @@ class PrefetchReader:
             # and what a stream read is the kernel's now (its page cache): the parts kept behind the reader
             # for the kernel's re-reads go too (fifty killed streams had left 32 MiB in the cache)
             self.p.cache.drop_consumed(self.obj, self.next_offset or 0, after=self.run_start)
-        self.p.stream_ended(self)
+        self.p.stream_ended(self)  # last: with no stream left, the buffers just given back go too

@@ -99,9 +99,7 @@ class ObjectClient:
         `other_connections`: HEADs and upload requests. Each pool holds all of its own, so none is dropped
         ("Connection pool is full") and opened again."""
         self.stats = stats or Stats()
-        # where fetched bytes land; the cache gives them back for reuse, and they go back to the system once
-        # nobody fetched for a few seconds (the next `cat` of a directory's files reuses them)
-        self.buffers = BufferPool(sweep=True)
+        self.buffers = BufferPool()  # where fetched bytes land; the cache gives them back for reuse
 
         def boto_config(attempts: int, connections: int) -> BotoConfig:
             return BotoConfig(
