@@ -156,7 +156,8 @@ class BufferPool:
             self._sweeper = None
 
     def clear(self) -> None:
-        """Let every pooled buffer go now (shutdown); a pool in use lets them go itself (`sweep`)."""
+        """Let every pooled buffer go now: the read path's last stream ended, or shutdown. (A pool with
+        `sweep` lets them go itself once unused.)"""
         with self._lock:
             self._free.clear()
             self._bytes = 0
