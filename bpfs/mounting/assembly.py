@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bpfs.control import ControlFiles
 from bpfs.errors import BpfsError, ConfigError
-from bpfs.filesystem import Filesystem
+from bpfs.filesystem import BLOCK_SIZE, Filesystem
 from bpfs.memory import trace_from_env, tune_malloc
 from bpfs.mounting.mountpoints import raise_readahead
 from bpfs.mounting.service import notify
@@ -38,6 +38,7 @@ from bpfs.writing.upload import UploadConfig
 log = logging.getLogger("bpfs")
 
 DEFAULT_CACHE_DIR = "~/.cache/bpfs/blocks"
+KERNEL_READAHEAD_KB = 128  # what the kernel reads ahead on a FUSE mount unless read_ahead_kb= raises it
 FUSE_THREADS = 16  # libfuse's worker threads that may each fetch inline at once (max_idle_threads=10, bursts)
 
 
@@ -74,6 +75,7 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
                                              "limit": options.disk_cache})
     readers = Prefetcher(objects, stats, PrefetchConfig(
         part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
+        ramp_run=BLOCK_SIZE + (max(options.read_ahead_kb, KERNEL_READAHEAD_KB) + 128) * 1024,
         max_in_flight=max(2, options.readers) * (options.part_mb << 20),
         wait_timeout=objects.read_bound + 10, revalidate=max(options.list_ttl, 1.0)), disk=disk)
     journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
