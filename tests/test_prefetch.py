@@ -30,6 +30,7 @@ class MemoryObjects:
         self.fail_next = 0
         self.stopped = 0  # GETs given up on the wire (their file was closed)
         self.delay = 0.0
+        self.asked: list[tuple[int, int]] = []  # every range asked for, in the order the GETs ran
         self.lock = threading.Lock()
         self.on_change: list = []  # the ObjectClient's listeners of bpfs's own writes
         # as the ObjectClient's, but for every size: each test then also checks that no buffer is reused
@@ -47,6 +48,7 @@ class MemoryObjects:
             self.requests += 1
             self.bytes += end - start
             self.furthest = max(self.furthest, end)
+            self.asked.append((start, end))
             if self.fail_next:
                 self.fail_next -= 1
                 raise RemoteError("injected")
@@ -181,6 +183,39 @@ def test_a_stream_from_the_start_gets_its_whole_window_after_its_first_mib():
             r.read(offset, 128 * KiB)
         p.pool.shutdown(wait=True)
         assert client.furthest >= 2 * MiB + 7 * MiB
+    finally:
+        p.close()
+
+
+def test_a_fresh_windows_parts_grow_so_that_the_first_arrive_first():
+    """The whole window's GETs all start at once, and a reader gets nothing of a part before all of it
+    arrived: equal 8 MiB parts arrived together (104 ms on a 20 ms, 100 MB/s link), the reader idle till then.
+    A fresh window's parts grow, a quarter of a part at a time; after a jump the next stream's grow again."""
+    big = random.Random(11).randbytes(96 * MiB)
+    client, p = make({"k": big}, ramp_run=1 * MiB, part_size=8 * MiB, max_window=40 * MiB,
+                     max_in_flight=64 * MiB, cache_bytes=128 * MiB, min_window=256 * KiB, workers=2,
+                     stream_threshold=4 * MiB)
+
+    def window_parts(offsets: range) -> list[float]:
+        """Read until the whole window opens; the sizes (MiB) of its GETs (not the reads', fetched inline), in the
+        order of the file."""
+        for offset in offsets:
+            opened_at = r.ahead
+            assert r.read(offset, 128 * KiB) == big[offset:offset + 128 * KiB]
+            if r.ahead - offset >= 16 * MiB:  # further than a ramping stream's window (3x its run)
+                break
+        else:
+            raise AssertionError("the whole window never opened")
+        p.pool.shutdown(wait=True)
+        p.pool = type(p.pool)(max_workers=2)
+        return [(end - start) / MiB for start, end in sorted(client.asked)
+                if start >= opened_at and end - start >= MiB]
+
+    try:
+        r = p.open("b", "k", len(big))
+        assert window_parts(range(0, 2 * MiB, 128 * KiB)) == [2, 2, 4, 4, 6, 6, 8]  # 40 MiB, in seven GETs
+        client.asked.clear()
+        assert window_parts(range(60 * MiB, 66 * MiB, 128 * KiB))[:4] == [2, 2, 4, 4]  # a jump, a stream again
     finally:
         p.close()
 
