@@ -30,6 +30,7 @@ class MemoryObjects:
         self.fail_next = 0
         self.stopped = 0  # GETs given up on the wire (their file was closed)
         self.delay = 0.0
+        self.latency = 0.0  # as the ObjectClient's: seconds to a GET's answer (0: none yet)
         self.asked: list[tuple[int, int]] = []  # every range asked for, in the order the GETs ran
         self.lock = threading.Lock()
         self.on_change: list = []  # the ObjectClient's listeners of bpfs's own writes
@@ -187,14 +188,19 @@ def test_a_stream_from_the_start_gets_its_whole_window_after_its_first_mib():
         p.close()
 
 
-def test_a_fresh_windows_parts_grow_so_that_the_first_arrive_first():
+def test_a_fresh_windows_parts_grow_on_a_remote_link_so_that_the_first_arrive_first():
     """The whole window's GETs all start at once, and a reader gets nothing of a part before all of it
     arrived: equal 8 MiB parts arrived together (104 ms on a 20 ms, 100 MB/s link), the reader idle till then.
-    A fresh window's parts grow, a quarter of a part at a time; after a jump the next stream's grow again."""
-    big = random.Random(11).randbytes(96 * MiB)
-    client, p = make({"k": big}, ramp_run=1 * MiB, part_size=8 * MiB, max_window=40 * MiB,
-                     max_in_flight=64 * MiB, cache_bytes=128 * MiB, min_window=256 * KiB, workers=2,
-                     stream_threshold=4 * MiB)
+    A fresh window's parts grow, a quarter of a part at a time, and their buffers are not pooled (no later
+    part takes their size); after a jump the next stream's grow again. On a near link, equal parts."""
+    big = random.Random(11).randbytes(112 * MiB)
+    config = {"ramp_run": 1 * MiB, "part_size": 8 * MiB, "max_window": 40 * MiB, "max_in_flight": 64 * MiB,
+              "cache_bytes": 128 * MiB, "min_window": 256 * KiB, "workers": 2, "stream_threshold": 4 * MiB}
+    client, p = make({"k": big}, **config)
+    client.latency = 0.02  # S3 answers a GET in 10-50 ms
+    recycled: list[int] = []
+    recycle = p.cache.recycle
+    p.cache.recycle = lambda buffer: recycled.append(len(buffer)) or recycle(buffer)
 
     def window_parts(offsets: range) -> list[float]:
         """Read until the whole window opens; the sizes (MiB) of its GETs (not the reads', fetched inline), in the
@@ -214,8 +220,23 @@ def test_a_fresh_windows_parts_grow_so_that_the_first_arrive_first():
     try:
         r = p.open("b", "k", len(big))
         assert window_parts(range(0, 2 * MiB, 128 * KiB)) == [2, 2, 4, 4, 6, 6, 8]  # 40 MiB, in seven GETs
+        for offset in range(2 * MiB, 40 * MiB, 128 * KiB):
+            assert r.read(offset, 128 * KiB) == big[offset:offset + 128 * KiB]
+        assert 8 * MiB in recycled and not {2 * MiB, 4 * MiB, 6 * MiB} & set(recycled)
         client.asked.clear()
-        assert window_parts(range(60 * MiB, 66 * MiB, 128 * KiB))[:4] == [2, 2, 4, 4]  # a jump, a stream again
+        # a jump past the window (40 + 40 MiB), then a stream again: after a jump only its whole window reads ahead
+        for offset in range(88 * MiB, 94 * MiB, 128 * KiB):
+            assert r.read(offset, 128 * KiB) == big[offset:offset + 128 * KiB]
+        p.pool.shutdown(wait=True)
+        after = [(end - start) / MiB for start, end in sorted(client.asked) if start >= 88 * MiB and end - start >= MiB]
+        assert after[:4] == [2, 2, 4, 4]
+    finally:
+        p.close()
+    client, p = make({"k": big}, **config)
+    client.latency = 0.001  # loopback, a local S3: the CPU is the limit, smaller parts would only cost
+    try:
+        r = p.open("b", "k", len(big))
+        assert window_parts(range(0, 2 * MiB, 128 * KiB)) == [8] * 4
     finally:
         p.close()
 

@@ -26,3 +26,21 @@ def test_a_slow_steady_body_is_read_without_a_cut(emulator, monkeypatch):
     assert bytes(got) == data
     assert stats.get("s3_errors") == 0, "the watchdog cut a body that kept arriving"
     assert stats.get("s3_requests") == 2  # the PUT and one GET: nothing resumed
+
+
+def test_the_latency_of_a_link_is_learned_from_its_gets(emulator):
+    """The read-ahead sizes a fresh window's parts by how far S3 is (PrefetchReader._part): the quickest
+    answer of the last GETs, since load on the machine only adds to it."""
+    client = ObjectClient(parse_config(emulator.config_v1(), environ={}), Stats())
+    data = random.Random(6).randbytes(64 * 1024)
+    client.put_object(None, "slow/latency.bin", data)
+    assert client.latency == 0.0  # nothing learned yet
+    emulator.s3.latency = 0.03
+    try:
+        for _ in range(2):
+            assert bytes(client.get_range(None, "slow/latency.bin", 0, len(data))) == data
+    finally:
+        emulator.s3.latency = 0.0
+    assert 0.03 <= client.latency < 1.0
+    assert bytes(client.get_range(None, "slow/latency.bin", 0, len(data))) == data
+    assert client.latency < 0.03

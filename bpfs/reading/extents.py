@@ -18,7 +18,7 @@ ObjectId = tuple[str | None, str]  # (bucket, key)
 
 
 class Extent:
-    __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned")
+    __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned", "pooled")
 
     def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> None:
         self.obj, self.start, self.end, self.prefetched = obj, start, end, prefetched
@@ -26,6 +26,7 @@ class Extent:
         # read ahead for a file that was closed before it got here: its GET stops, its bytes are not kept
         # (a claim by any reader takes it back)
         self.abandoned = False
+        self.pooled = True  # its buffer goes back to the pool when it is dropped (see ExtentCache.recycle)
 
     @property
     def size(self) -> int:
@@ -133,7 +134,7 @@ class ExtentCache:
         self._lru.pop((extent.obj, extent.start), None)
         self._bytes -= extent.size
         future = extent.future
-        if recycle and self.recycle is not None and future.done() and not future.cancelled() \
+        if recycle and extent.pooled and self.recycle is not None and future.done() and not future.cancelled() \
                 and future.exception() is None:
             self.recycle(future.result())
 

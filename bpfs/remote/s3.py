@@ -15,6 +15,7 @@ import logging
 import mmap
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import boto3
@@ -39,6 +40,7 @@ BODY_CHUNK = 1 << 20  # the most one read of a body asks the socket for
 # A body must bring this much within one stall bound (5 s + s3_timeout), or it counts as stalled: a
 # trickle of a few bytes a second is no progress (a floor of about 3 KB/s at the default s3_timeout).
 PROGRESS_BYTES = 64 << 10
+LATENCY_SAMPLES = 16  # GETs whose first byte tells the link's latency (the quickest of them: load only adds)
 SIZE_CACHE = 65_536  # object sizes learned by HEAD (objects bpfs reads never change); ~100 bytes each
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
@@ -126,11 +128,17 @@ class ObjectClient:
         self.get_budget = 2 * (CONNECT_TIMEOUT + read_timeout)  # new attempts start only this long after progress
         self.read_bound = self.get_budget + CONNECT_TIMEOUT + read_timeout  # the longest a read waits without data
         self.watchdog = Watchdog()
+        self._first_bytes: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds to each GET's answer
         self.default_bucket = config.bucket
         self._sizes: LRUCache = LRUCache(SIZE_CACHE)
         self._sizes_lock = threading.Lock()
         # told (bucket, key) whenever bpfs itself writes or deletes an object: caches of its bytes must go
         self.on_change: list[Callable[[str, str], None]] = []
+
+    @property
+    def latency(self) -> float:
+        """Seconds from a GET to its answer on this link, as the quickest of the last GETs saw it (0: none yet)."""
+        return min(self._first_bytes, default=0.0)
 
     def _bucket(self, bucket: str | None) -> str:
         bucket = bucket or self.default_bucket
@@ -166,8 +174,10 @@ class ObjectClient:
                 time.sleep(min(0.25 * 2 ** (attempt - 1), left, 4.0))  # backoff: 0.25, 0.5, 1, 2, 4 s
             self.stats.add("s3_requests")
             log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
+            asked = time.monotonic()
             try:
                 response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
+                self._first_bytes.append(time.monotonic() - asked)
             except botocore.exceptions.ClientError as exc:
                 error = self._error(exc, "GET", bucket, key)
                 if isinstance(error, NotFound):
