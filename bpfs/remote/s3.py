@@ -129,6 +129,7 @@ class ObjectClient:
         self.read_bound = self.get_budget + CONNECT_TIMEOUT + read_timeout  # the longest a read waits without data
         self.watchdog = Watchdog()
         self._first_bytes: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds to each GET's answer
+        self._first_bytes_lock = threading.Lock()  # GETs run on many threads
         self.default_bucket = config.bucket
         self._sizes: LRUCache = LRUCache(SIZE_CACHE)
         self._sizes_lock = threading.Lock()
@@ -138,7 +139,8 @@ class ObjectClient:
     @property
     def latency(self) -> float:
         """Seconds from a GET to its answer on this link, as the quickest of the last GETs saw it (0: none yet)."""
-        return min(self._first_bytes, default=0.0)
+        with self._first_bytes_lock:
+            return min(self._first_bytes, default=0.0)
 
     def _bucket(self, bucket: str | None) -> str:
         bucket = bucket or self.default_bucket
@@ -177,7 +179,8 @@ class ObjectClient:
             asked = time.monotonic()
             try:
                 response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
-                self._first_bytes.append(time.monotonic() - asked)
+                with self._first_bytes_lock:
+                    self._first_bytes.append(time.monotonic() - asked)
             except botocore.exceptions.ClientError as exc:
                 error = self._error(exc, "GET", bucket, key)
                 if isinstance(error, NotFound):
