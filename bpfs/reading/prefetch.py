@@ -62,7 +62,10 @@ class PrefetchConfig:
     # buffer, the kernel's readahead and 128 KiB to spare (the mount derives it from read_ahead_kb).
     # Measured A/B on the S3-like link (8 alternated rounds of a cold 256 MiB read): 1.06x faster than at
     # 2 MiB, the window opening one round trip sooner. BAM/CRAM headers (samtools: 64 KiB through the
-    # kernel) and `head` stay far under it. dxfuse waits for 1 MiB.
+    # kernel) stay far under it. What it costs: a reader that stops after 1.1-2 MiB (`head -c 1200K`; the
+    # kernel reads ahead of it) now sets off a window, which its close() stops: a helper's trial fetched
+    # 11-28 MiB on loopback instead of 2-6, and 3-11 MiB on the S3-like link instead of 1.9. dxfuse waits
+    # for 1 MiB.
     ramp_run: int = MiB + 256 * 1024
     # After a jump, read-ahead starts only once this much was read in sequence: a region query reads a few
     # BGZF blocks and the kernel's own readahead already covers short runs.
