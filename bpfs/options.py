@@ -31,7 +31,9 @@ class MountOptions:
     running_ttl: float = CatalogConfig.running_ttl  # seconds the detail of a running analysis is reused
     s3_timeout: float = READ_TIMEOUT  # seconds without data before an S3 request is retried
     cache_mb: int = PrefetchConfig.cache_bytes // MiB  # byte ranges kept in memory for re-reads (all files)
-    part_mb: int = PrefetchConfig.part_size // MiB  # size of one parallel range GET while streaming
+    # size of one parallel range GET while streaming; 0: 8 MiB, or 24 MiB where S3 answers within 5 ms
+    # (loopback, a local S3: see PrefetchConfig.near_part_size)
+    part_mb: int = 0
     # kernel readahead of the mount (root only; 0 keeps the kernel's 128 KiB). Measured (scripts/bench.py):
     # 1024 made a samtools region query fetch 9.2% of the BAM instead of 5.6%, and streams no faster
     # (the daemon's CPU is the limit, not the number of FUSE requests), so it is off by default
@@ -90,7 +92,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "running_ttl": (0, 86_400, "seconds"),
     "s3_timeout": (1, 600, "seconds"),  # under 1 s every GET of a busy link times out; 10 minutes is a hang
     "cache_mb": (1, 65_536, "MiB"),  # up to 64 GiB of memory
-    "part_mb": (1, 512, "MiB"),  # one range GET; 512 MiB parts would hold that much per stream in memory
+    "part_mb": (0, 512, "MiB"),  # one range GET; 512 MiB parts would hold that much per stream in memory
     "readers": (1, 128, "concurrent GETs"),
     "read_ahead_kb": (0, 65_536, "KiB"),
     "uid": (0, 2**32 - 2, ""),

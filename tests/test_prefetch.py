@@ -232,11 +232,37 @@ def test_a_fresh_windows_parts_grow_on_a_remote_link_so_that_the_first_arrive_fi
         assert after[:4] == [2, 2, 4, 4]
     finally:
         p.close()
-    client, p = make({"k": big}, **config)
-    client.latency = 0.001  # loopback, a local S3: the CPU is the limit, smaller parts would only cost
+    client, p = make({"k": big}, **config)  # nothing known of the link yet: remote, the safe side
     try:
         r = p.open("b", "k", len(big))
-        assert window_parts(range(0, 2 * MiB, 128 * KiB)) == [8] * 4
+        assert window_parts(range(0, 2 * MiB, 128 * KiB)) == [2, 2, 4, 4, 6, 6, 8]
+    finally:
+        p.close()
+
+
+def test_a_near_link_streams_in_fewer_larger_parts():
+    """Where S3 answers within NEAR_LINK (loopback, a local S3) the CPU is the limit and every GET costs
+    some: a stream's window is two large parts, one arriving while the other is read, and their buffers are
+    pooled for the next ones. Judged by the median answer, so a few quick answers keep a remote link remote."""
+    big = random.Random(12).randbytes(160 * MiB)
+    config = {"ramp_run": 1 * MiB, "part_size": 8 * MiB, "max_window": 40 * MiB, "max_in_flight": 64 * MiB,
+              "near_part_size": 16 * MiB, "near_window": 32 * MiB, "cache_bytes": 128 * MiB,
+              "min_window": 256 * KiB, "workers": 2, "stream_threshold": 4 * MiB}
+    client, p = make({"k": big}, **config)
+    client.latency = 0.002  # the median of the last GETs' answers (ObjectClient.latency)
+    recycled: list[int] = []
+    recycle = p.cache.recycle
+    p.cache.recycle = lambda buffer: recycled.append(len(buffer)) or recycle(buffer)
+    try:
+        r = p.open("b", "k", len(big))
+        for offset in range(0, 100 * MiB, 128 * KiB):
+            assert r.read(offset, 128 * KiB) == big[offset:offset + 128 * KiB]
+            assert r.ahead - offset <= 32 * MiB + 128 * KiB  # never more than its window ahead
+        p.pool.shutdown(wait=True)
+        wide = [(end - start) // MiB for start, end in sorted(client.asked) if end - start > 2 * MiB]  # not the ramp
+        assert wide and set(wide) == {16}, wide
+        assert client.furthest <= 100 * MiB + 32 * MiB
+        assert 16 * MiB in recycled  # the parts read are reused, not mapped afresh
     finally:
         p.close()
 

@@ -29,8 +29,8 @@ def test_a_slow_steady_body_is_read_without_a_cut(emulator, monkeypatch):
 
 
 def test_the_latency_of_a_link_is_learned_from_its_gets(emulator):
-    """The read-ahead sizes a fresh window's parts by how far S3 is (PrefetchReader._part): the quickest
-    answer of the last GETs, since load on the machine only adds to it."""
+    """The read-ahead sizes its parts by how far S3 is (PrefetchReader._part): the median answer of the last
+    GETs, so that a few quick answers do not make a remote link near."""
     client = ObjectClient(parse_config(emulator.config_v1(), environ={}), Stats())
     data = random.Random(6).randbytes(64 * 1024)
     client.put_object(None, "slow/latency.bin", data)
@@ -43,4 +43,7 @@ def test_the_latency_of_a_link_is_learned_from_its_gets(emulator):
         emulator.s3.latency = 0.0
     assert 0.03 <= client.latency < 1.0
     assert bytes(client.get_range(None, "slow/latency.bin", 0, len(data))) == data
-    assert client.latency < 0.03
+    assert client.latency >= 0.03  # one quick answer in three: still remote
+    for _ in range(2):
+        assert bytes(client.get_range(None, "slow/latency.bin", 0, len(data))) == data
+    assert client.latency < 0.03  # most answers are quick now

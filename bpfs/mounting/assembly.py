@@ -73,10 +73,12 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
         disk = DiskCache(DiskCacheConfig(directory=directory, limit=options.disk_cache), stats)
         stats.section("disk_cache", lambda: {"directory": str(directory), "bytes_on_disk": disk.bytes,
                                              "limit": options.disk_cache})
+    part = options.part_mb << 20  # 0: each link's own (PrefetchConfig)
     readers = Prefetcher(objects, stats, PrefetchConfig(
-        part_size=options.part_mb << 20, cache_bytes=options.cache_mb << 20, workers=options.readers,
+        part_size=part or PrefetchConfig.part_size, near_part_size=part or PrefetchConfig.near_part_size,
+        cache_bytes=options.cache_mb << 20, workers=options.readers,
         ramp_run=BLOCK_SIZE + (max(options.read_ahead_kb, KERNEL_READAHEAD_KB) + 128) * 1024,
-        max_in_flight=max(2, options.readers) * (options.part_mb << 20),
+        max_in_flight=max(2, options.readers) * (part or PrefetchConfig.part_size),
         wait_timeout=objects.read_bound + 10, revalidate=max(options.list_ttl, 1.0)), disk=disk)
     journal = UploadJournal(journal_directory(), account_key(config.base_url, config.username))
     processes = Processes(mountpoint)

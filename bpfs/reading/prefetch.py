@@ -8,7 +8,7 @@ that all it fetched stays within four times what it read (see DENSITY), and the 
 (80 MiB, no more than its share of the cache when several streams run) once it has read 2 MiB
 from offset 0, or 4 MiB after a jump. The window is filled by range GETs of whole parts on a
 bounded thread pool: a region query reads what it asks for, a `cp` soon keeps ten 8 MiB GETs
-in flight. A forward jump inside the window and a small step back or forward (the kernel
+in flight (two of 24 MiB where S3 answers within 5 ms: the CPU is the limit there). A forward jump inside the window and a small step back or forward (the kernel
 reorders readahead requests) keep the stream; any other jump resets it. A closed file gives
 up what it read ahead and nobody read. Everything lands in the shared `ExtentCache`, so
 readers of one object share requests and bytes.
@@ -38,8 +38,9 @@ from bpfs.stats import Stats
 log = logging.getLogger("bpfs.prefetch")
 
 MiB = 1 << 20
-# A link whose GETs answer sooner than this is near (loopback, a local S3): a fresh window gets equal parts at
-# once there (see PrefetchReader._part). S3 answers a GET in 10-50 ms; the emulator on loopback in 1-3 ms.
+# A link whose GETs answer sooner than this is near (loopback, a local S3): its streams read ahead in fewer,
+# larger parts (see PrefetchReader._part). S3 answers a GET in 10-50 ms; the emulator on loopback in 1.5-8 ms
+# while a stream runs, 2-3 ms typically (the median the link is judged by: see ObjectClient.latency).
 NEAR_LINK = 0.005  # seconds
 SLOW_FAILURE = 1.0  # seconds: a fetch that failed after this long is remembered (see failure_memory)
 # A run is a stream only while it has read at least 1/DENSITY of the bytes it passed over. Holes a reader
@@ -74,6 +75,14 @@ class PrefetchConfig:
     # the S3-like link (20 ms, 100 MB/s per connection): 64 MiB (eight) reached 0.76x download_file, 80 MiB
     # 0.87x; the daemon's peak RSS streaming 1 GiB went from 154 to 162 MB.
     max_window: int = 80 * MiB
+    # On a near link the CPU is the limit, and each GET costs the daemon about 3 ms of it (botocore, urllib3,
+    # the body loop): 128 GETs per GiB in 8 MiB parts. Two 24 MiB parts in flight, one arriving while the
+    # other is read: measured A/B on loopback (8 alternated rounds of a cold 1 GiB read), 1.16-1.20x faster,
+    # the daemon's CPU per GiB 1.2 -> 0.9 s, and a 1 GiB stream's peak RSS 151 MB instead of 158 (a smaller
+    # window). One part ahead was 0.82x (nothing arrives while a part is read); 32 MiB parts gave no more
+    # and a 190 MB peak. Not on a remote link: there ten GETs in flight are what fills it.
+    near_part_size: int = 24 * MiB
+    near_window: int = 48 * MiB
     back_tolerance: int = MiB  # a read this far behind the previous one is still "sequential"
     max_in_flight: int = 128 * MiB  # prefetched bytes in flight across all streams: backpressure
     # completed extents kept for re-reads: a few streams' windows plus many small index lookups, while the
@@ -360,8 +369,10 @@ class PrefetchReader:
                 return  # a sparse reader: what it skips, it does not want
             share = self.p.window_share(self)
             wide = self.run >= (config.ramp_run if self.from_start else config.stream_threshold)
+            near = self._near()
+            full_part = config.near_part_size if near else config.part_size
             if wide:
-                window = min(config.max_window, share)
+                window = min(config.near_window if near else config.max_window, share)
             else:
                 # what keeps everything fetched for this run within DENSITY times what it read: 3x the run
                 # for a reader that reads every byte, little for one that skips
@@ -369,18 +380,18 @@ class PrefetchReader:
                 window = min(config.max_window, share, max(config.min_window, DENSITY * self.run - span))
             target = min(self.size, (self.next_offset or 0) + window)
             # top up in whole parts: one GET per kernel read would be latency-bound
-            if target - self.ahead < min(self._part(), window // 2) and target < self.size:
+            if target - self.ahead < min(self._part(near), window // 2) and target < self.size:
                 return
             start = self.ahead
             pieces = []
             while start < target:
-                part = self._part() if wide else config.part_size
+                part = self._part(near) if wide else config.part_size
                 piece = min(part, target - start)
-                if piece < part and target < self.size and window >= 2 * config.part_size:
+                if piece < part and target < self.size and window >= 2 * full_part:
                     break  # a wide window tops up in whole parts: every GET pays a round trip, however small
                 if not self.p.try_reserve(piece):
                     break  # enough in flight for the whole mount: the next read tries again
-                pieces.append((start, start + piece, piece == config.part_size or not wide))
+                pieces.append((start, start + piece, piece == full_part or not wide))
                 start += piece
                 self.wide_parts += wide
             self.ahead = start
@@ -402,18 +413,23 @@ class PrefetchReader:
                         self.queued.append((future, extent))
                     future.add_done_callback(self._forget)
 
-    def _part(self) -> int:
-        """The next GET of a whole window: 2, 2, 4, 4, 6, 6 MiB, then 8 MiB parts (part_size / 4 steps). Its
-        parts all start at once, and a reader gets nothing of a part before all of it arrived: ten 8 MiB parts
-        arrived together 104 ms after they started on a 20 ms, 100 MB/s link, the reader idle till then and
-        the next GETs held back until it had read through them. Growing parts arrive in the order they are
-        read, and the later GETs start spread out. Modelled, then measured A/B on that link (see README).
-        Their buffers are not pooled: no later part takes their size, and pooled they kept the stream's
-        peak RSS 20 MB higher. On a near link (NEAR_LINK) equal parts: the machine's CPU is the limit there,
-        and the growing parts' extra GETs and fresh buffers made a loopback stream 2-3% slower."""
-        part = self.p.config.part_size
-        if self.p.objects.latency < NEAR_LINK:
-            return part
+    def _near(self) -> bool:
+        """Whether S3 answers quickly (NEAR_LINK). Not known before the first GET: remote until then, since
+        a near link's two parts in flight would starve a remote one, while the reverse costs little."""
+        return 0 < self.p.objects.latency < NEAR_LINK
+
+    def _part(self, near: bool) -> int:
+        """The next GET of a whole window. On a remote link 2, 2, 4, 4, 6, 6 MiB, then 8 MiB parts (part_size
+        / 4 steps). Its parts all start at once, and a reader gets nothing of a part before all of it arrived:
+        ten 8 MiB parts arrived together 104 ms after they started on a 20 ms, 100 MB/s link, the reader idle
+        till then and the next GETs held back until it had read through them. Growing parts arrive in the
+        order they are read, and the later GETs start spread out. Modelled, then measured A/B on that link
+        (see README). Their buffers are not pooled: no later part takes their size, and pooled they kept the
+        stream's peak RSS 20 MB higher. On a near link equal parts of near_part_size (see PrefetchConfig)."""
+        config = self.p.config
+        if near:
+            return config.near_part_size
+        part = config.part_size
         return min(part, max(min(part, MiB), part * (1 + self.wide_parts // 2) // 4))
 
     def _forget(self, future: Future) -> None:

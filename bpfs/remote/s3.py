@@ -40,7 +40,7 @@ BODY_CHUNK = 1 << 20  # the most one read of a body asks the socket for
 # A body must bring this much within one stall bound (5 s + s3_timeout), or it counts as stalled: a
 # trickle of a few bytes a second is no progress (a floor of about 3 KB/s at the default s3_timeout).
 PROGRESS_BYTES = 64 << 10
-LATENCY_SAMPLES = 16  # GETs whose first byte tells the link's latency (the quickest of them: load only adds)
+LATENCY_SAMPLES = 16  # the last GETs whose answers tell the link's latency (their median: see ObjectClient.latency)
 SIZE_CACHE = 65_536  # object sizes learned by HEAD (objects bpfs reads never change); ~100 bytes each
 ARCHIVED = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _BODY_ERRORS = (
@@ -138,9 +138,12 @@ class ObjectClient:
 
     @property
     def latency(self) -> float:
-        """Seconds from a GET to its answer on this link, as the quickest of the last GETs saw it (0: none yet)."""
+        """Seconds from a GET to its answer on this link, the median of the last GETs (0: none yet). Not the
+        quickest: a remote link taken for a near one would get two parts in flight where it needs ten (see
+        PrefetchConfig.near_part_size), so a link counts as near only when most of its GETs say so."""
         with self._first_bytes_lock:
-            return min(self._first_bytes, default=0.0)
+            samples = sorted(self._first_bytes)
+        return samples[len(samples) // 2] if samples else 0.0
 
     def _bucket(self, bucket: str | None) -> str:
         bucket = bucket or self.default_bucket
