@@ -5,11 +5,11 @@ fetched inline, exactly as asked (a random 4 KiB read costs 4 KiB; the kernel's 
 readahead already rounds sequential reads up). Once reads follow each other (from the start
 of the file, or for 4 MiB after a jump), the reader keeps a window ahead of it, small enough
 that all it fetched stays within four times what it read (see DENSITY), and the whole window
-(80 MiB, no more than its share of the cache when several streams run) once it has read 2 MiB
-from offset 0, or 4 MiB after a jump. The window is filled by range GETs of whole parts on a
-bounded thread pool: a region query reads what it asks for, a `cp` soon keeps ten 8 MiB GETs
-in flight (two of 24 MiB where S3 answers within 5 ms: the CPU is the limit there). A forward
-jump inside the window and a small step back or forward (the kernel
+(80 MiB, no more than its share of the cache when several streams run) once it has read
+1.25 MiB from offset 0, or 4 MiB after a jump. The window is filled by range GETs of whole
+parts on a bounded thread pool: a region query reads what it asks for, a `cp` soon keeps ten
+8 MiB GETs in flight (two of 24 MiB where S3 answers within 5 ms: the CPU is the limit
+there). A forward jump inside the window and a small step back or forward (the kernel
 reorders readahead requests) keep the stream; any other jump resets it. A closed file gives
 up what it read ahead and nobody read. Everything lands in the shared `ExtentCache`, so
 readers of one object share requests and bytes.
