@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 ObjectId = tuple[str | None, str]  # (bucket, key)
 
 
 class Extent:
-    __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned", "pooled")
+    __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned", "pooled", "arriving", "arrived",
+                 "_arrival")
 
     def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> None:
         self.obj, self.start, self.end, self.prefetched = obj, start, end, prefetched
@@ -27,10 +30,44 @@ class Extent:
         # (a claim by any reader takes it back)
         self.abandoned = False
         self.pooled = True  # its buffer goes back to the pool when it is dropped (see ExtentCache.recycle)
+        # Served while it arrives: the buffer its GET fills from the start, in order, and how many bytes of it
+        # are there. A reader needs nothing more of a part than the bytes it reads.
+        self.arriving: object | None = None
+        self.arrived = 0
+        self._arrival = threading.Condition(threading.Lock())
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def progress(self, buffer: object, arrived: int) -> None:
+        """Its GET has put its first `arrived` bytes in `buffer` for good (a resumed body continues after them):
+        readers of those take them now."""
+        with self._arrival:
+            self.arriving, self.arrived = buffer, arrived
+            self._arrival.notify_all()
+
+    def settled(self) -> None:
+        """Its future has its outcome: nobody waits for bytes to arrive any more. (The buffer is let go here:
+        a reference kept would stop the pool from ever handing it out again.)"""
+        with self._arrival:
+            self.arriving = None
+            self._arrival.notify_all()
+
+    def bytes_until(self, end: int, timeout: float) -> object:
+        """Something holding this extent's bytes from its start up to `end`: its result, or the buffer still
+        being filled once they are in it. Raises what its fetch raised, or FutureTimeout."""
+        deadline = time.monotonic() + timeout
+        with self._arrival:
+            while not self.future.done() and self.start + self.arrived < end:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FutureTimeout
+                self._arrival.wait(left)
+            arriving = self.arriving
+        if self.future.done() or arriving is None:
+            return self.future.result(timeout=max(0.0, deadline - time.monotonic()))
+        return arriving
 
 
 class ExtentCache:
@@ -87,8 +124,10 @@ class ExtentCache:
         if error is not None:
             self.remove(extent)
             extent.future.set_exception(error)
+            extent.settled()
             return
         extent.future.set_result(data or b"")
+        extent.settled()
         with self.lock:
             if self._extents.get(extent.obj, {}).get(extent.start) is extent:
                 self._lru[(extent.obj, extent.start)] = extent

@@ -152,12 +152,14 @@ class ObjectClient:
         return bucket
 
     def get_range(self, bucket: str | None, key: str, start: int, end: int,
-                  cancelled: Callable[[], bool] | None = None) -> bytearray | mmap.mmap | bytes:
+                  cancelled: Callable[[], bool] | None = None,
+                  arrived: Callable[[object, int], None] | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end) of an object, read straight into one buffer (no chunks to join): retried,
         resumed where a body broke off, and given up once S3 made no progress for `read_bound` seconds
         (a slow link that progresses is never cut). Shorter when the object ends sooner. `cancelled` is
         asked between chunks of the body: once it says so, the connection is closed (S3 sends no more
-        bytes, and bills none) and GetCancelled raised."""
+        bytes, and bills none) and GetCancelled raised. `arrived(buffer, n)` is told after each chunk that
+        the buffer's first n bytes are final (a retry resumes after them)."""
         bucket = self._bucket(bucket)
         if end <= start:
             return bytearray()
@@ -217,6 +219,8 @@ class ObjectClient:
                         break
                     position += got
                     self.stats.add("s3_bytes_fetched", got)
+                    if arrived is not None:
+                        arrived(buffer, position - start)
                     if position - mark >= PROGRESS_BYTES or position >= end:
                         # enough arrived in time: a new stall bound starts now
                         mark, progress = position, time.monotonic()
