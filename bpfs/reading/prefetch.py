@@ -380,9 +380,13 @@ class PrefetchReader:
             share = self.p.window_share(self)
             wide = self.run >= (config.ramp_run if self.from_start else config.stream_threshold)
             near = self.p.near()
-            full_part = config.near_part_size if near else config.part_size
+            # a near link's large parts only while two fit in the stream's share of the cache: four streams
+            # (20 MiB each) got odd pieces of them that no pool takes, and four `dd`s ran 14% slower than in
+            # 8 MiB parts; parts of half the share were as fast as 8 MiB ones but held 30 MB more
+            large = near and share >= 2 * config.near_part_size
+            full_part = config.near_part_size if large else config.part_size
             if wide:
-                window = min(config.near_window if near else config.max_window, share)
+                window = min(config.near_window if large else config.max_window, share)
             else:
                 # what keeps everything fetched for this run within DENSITY times what it read: 3x the run
                 # for a reader that reads every byte, little for one that skips
@@ -390,12 +394,12 @@ class PrefetchReader:
                 window = min(config.max_window, share, max(config.min_window, DENSITY * self.run - span))
             target = min(self.size, (self.next_offset or 0) + window)
             # top up in whole parts: one GET per kernel read would be latency-bound
-            if target - self.ahead < min(self._part(near), window // 2) and target < self.size:
+            if target - self.ahead < min(self._part(near, full_part), window // 2) and target < self.size:
                 return
             start = self.ahead
             pieces = []
             while start < target:
-                part = self._part(near) if wide else config.part_size
+                part = self._part(near, full_part) if wide else config.part_size
                 piece = min(part, target - start)
                 if piece < part and target < self.size and window >= 2 * full_part:
                     break  # a wide window tops up in whole parts: every GET pays a round trip, however small
@@ -423,18 +427,18 @@ class PrefetchReader:
                         self.queued.append((future, extent))
                     future.add_done_callback(self._forget)
 
-    def _part(self, near: bool) -> int:
+    def _part(self, near: bool, full_part: int) -> int:
         """The next GET of a whole window. On a remote link 2, 2, 4, 4, 6, 6 MiB, then 8 MiB parts (part_size
         / 4 steps). Its parts all start at once, and a reader gets nothing of a part before all of it arrived:
         ten 8 MiB parts arrived together 104 ms after they started on a 20 ms, 100 MB/s link, the reader idle
         till then and the next GETs held back until it had read through them. Growing parts arrive in the
         order they are read, and the later GETs start spread out. Modelled, then measured A/B on that link
         (see README). Their buffers are not pooled: no later part takes their size, and pooled they kept the
-        stream's peak RSS 20 MB higher. On a near link equal parts of near_part_size (see PrefetchConfig)."""
-        config = self.p.config
+        stream's peak RSS 20 MB higher. On a near link equal parts of `full_part` (near_part_size when two of
+        them fit in the stream's share of the cache, see PrefetchConfig; part_size when not)."""
         if near:
-            return config.near_part_size
-        part = config.part_size
+            return full_part
+        part = self.p.config.part_size
         return min(part, max(min(part, MiB), part * (1 + self.wide_parts // 2) // 4))
 
     def _forget(self, future: Future) -> None:
