@@ -3,8 +3,13 @@ stall bound (the watchdog counts progress only when a read returns)."""
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
+from bpfs.errors import AccessDenied
+from bpfs.memory import BufferPool
+from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
 from bpfs.remote import s3 as s3_module
 from bpfs.remote.config import parse_config
 from bpfs.remote.s3 import ObjectClient
@@ -47,3 +52,36 @@ def test_the_latency_of_a_link_is_learned_from_its_gets(emulator):
     for _ in range(2):
         assert bytes(client.get_range(None, "slow/latency.bin", 0, len(data))) == data
     assert client.latency < 0.03  # most answers are quick now
+
+
+class _Part(bytearray):
+    """A part buffer that can be watched (a weak reference tells whether anything still holds it)."""
+
+
+def test_a_part_whose_get_was_refused_lets_its_buffer_go(emulator):
+    """A 403 on a part: its error stays in the extent's future (and the failure memory) for a while, but the
+    part's buffer must not. It was kept through the error's hidden context (the botocore error it was raised
+    from, whose traceback holds get_range's frame and its buffer): 80 MiB per refused window, for as long as
+    the file stayed open."""
+    client = ObjectClient(parse_config(emulator.config_v1(), environ={}), Stats())
+    made: list[weakref.ref] = []
+
+    def make(size: int) -> _Part:
+        part = _Part(size)
+        made.append(weakref.ref(part))
+        return part
+
+    client.buffers = BufferPool(make=make)
+    client.put_object(None, "refused/part.bin", random.Random(7).randbytes(1024 * 1024))
+    prefetcher = Prefetcher(client, Stats(), PrefetchConfig())
+    extent = prefetcher.cache.claim((None, "refused/part.bin"), 0, 1024 * 1024, prefetched=True)[1][0]
+    emulator.faults_s3.add(method="GET", path="refused/part.bin", status=403, code="AccessDenied", times=1)
+    gc.disable()  # the garbage collector would free a cycle; the buffer must go without it
+    try:
+        prefetcher.fill(extent)
+        assert isinstance(extent.future.exception(), AccessDenied)
+        assert made and all(ref() is None for ref in made), "a refused GET's buffer is still held"
+    finally:
+        gc.enable()
+        emulator.faults_s3.clear()
+        prefetcher.close()
