@@ -42,8 +42,9 @@ What it does (scripts/README.md says how to read the tables):
 * always unmounts every mount it made (fusermount3 -u, then -uz; then waits for the daemon and kills it by
   its PID if it does not exit), stops the emulator and removes its files, also on Ctrl-C.
 
-The goals are the issue's (benchmark goals, not test assertions): sequential >= 1.0x one direct GET,
-TTFB <= 2x one direct GET, 200 random 4 KiB reads fetch <= 10 x 800 KiB, a samtools region query
+The goals are the issues' (benchmark goals, not test assertions): sequential >= 0.35x one direct GET on
+loopback and >= 0.85x boto3's download_file on a shaped link (issue 13), a normal user's sequential >= 0.9x
+root's, TTFB <= 2x one direct GET, 200 random 4 KiB reads fetch <= 10 x 800 KiB, a samtools region query
 fetches <= 5 % of the BAM, daemon RSS < 200 MB while streaming 1 GiB; the disk cache's: a re-read after
 a remount fetches 0 S3 bytes and runs >= 2x the cold read on the S3-like link.
 """
@@ -1253,9 +1254,11 @@ def summarize(bench: Bench) -> list[list[str]]:
         fetched = median([x["bpfs"]["s3_bytes_fetched"] / bench.size("seq_r0.bin") for x in seq])
         summary["sequential"] = {"bpfs_mbps": mount, "get_mbps": get, "download_file_mbps": dl,
                                  "ratio_get": ratio_get, "ratio_download_file": ratio_dl, "fetched_per_size": fetched}
-        rows.append(["sequential MB/s", f"{mount:.0f}", f"{get:.0f} (1 GET)", f"{ratio_get:.2f}x", ">= 1.0x",
-                     verdict(ratio_get >= 1.0)])
-        rows.append(["sequential MB/s", f"{mount:.0f}", f"{dl:.0f} (download_file)", f"{ratio_dl:.2f}x", "-", "-"])
+        shaped = bool(bench.args.s3_latency_ms or bench.args.s3_mbps)  # the goal is per link (issue 13)
+        rows.append(["sequential MB/s", f"{mount:.0f}", f"{get:.0f} (1 GET)", f"{ratio_get:.2f}x",
+                     "-" if shaped else ">= 0.35x", "-" if shaped else verdict(ratio_get >= 0.35)])
+        rows.append(["sequential MB/s", f"{mount:.0f}", f"{dl:.0f} (download_file)", f"{ratio_dl:.2f}x",
+                     ">= 0.85x" if shaped else "-", verdict(ratio_dl >= 0.85) if shaped else "-"])
         rows.append(["  S3 bytes / file size", f"{fetched:.3f}", "1.000", "", "", ""])
         mean_get = median([x["bpfs"]["s3_bytes_fetched"] / max(1, x["bpfs"]["s3_requests"]) for x in seq])
         summary["sequential"]["mean_get_bytes"] = mean_get
@@ -1266,7 +1269,7 @@ def summarize(bench: Bench) -> list[list[str]]:
             ratio_user = median([x["as_user"]["mbps"] / x["bpfs"]["mbps"] for x in seq])
             summary["sequential"].update({"as_user": user_name, "as_user_mbps": user, "ratio_user_root": ratio_user})
             rows.append([f"sequential MB/s as {user_name}", f"{user:.0f}", f"{mount:.0f} (root, same mount)",
-                         f"{ratio_user:.2f}x", "-", "-"])
+                         f"{ratio_user:.2f}x", ">= 0.9x", verdict(ratio_user >= 0.9)])
     if "ttfb" in rounds:
         t = rounds["ttfb"]
         mount, get = median([x["bpfs"]["ms"] for x in t]), median([x["get"]["ms"] for x in t])
