@@ -20,6 +20,16 @@ class BpfsError(Exception):
         self.status = status  # the HTTP status behind it, when there was one
 
 
+def kept(error: BpfsError) -> BpfsError:
+    """An expected failure that will be kept (in a future, an upload's state) and told without its stack
+    (see fuseops._errno): its traceback, and that of the error it was raised from (`raise ... from None`
+    hides that one but keeps it as __context__), would hold the raising frames and their buffers: a part
+    of 8 MiB per failed GET or upload part, for as long as the error is kept."""
+    error.with_traceback(None)
+    error.__context__ = error.__cause__ = None
+    return error
+
+
 class NotFound(BpfsError):
     errno = _errno.ENOENT
 

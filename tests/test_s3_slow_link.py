@@ -14,6 +14,7 @@ from bpfs.remote import s3 as s3_module
 from bpfs.remote.config import parse_config
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
+from bpfs.writing.upload import MIN_PART, ObjectStream, UploadConfig, UploadPool
 
 
 def test_a_slow_steady_body_is_read_without_a_cut(emulator, monkeypatch):
@@ -85,3 +86,39 @@ def test_a_part_whose_get_was_refused_lets_its_buffer_go(emulator):
         gc.enable()
         emulator.faults_s3.clear()
         prefetcher.close()
+
+
+def test_a_refused_upload_part_lets_its_buffer_go(emulator):
+    """The same for a write: the upload keeps its error until the file is closed (every later write and the
+    close report it), but not the refused part's buffer through the error's stack."""
+    client = ObjectClient(parse_config(emulator.config_v1(), environ={}), Stats())
+    pool = UploadPool(client, Stats(), UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2))
+    made: list[weakref.ref] = []
+
+    def make(size: int) -> _Part:
+        part = _Part(size)
+        made.append(weakref.ref(part))
+        return part
+
+    pool.buffers = BufferPool(capacity=2 * MIN_PART, smallest=MIN_PART, make=make)
+    emulator.faults_s3.add(method="PUT", path="refused/upload.bin", query="partNumber=2", status=403,
+                           code="AccessDenied", times=None)
+    stream = ObjectStream(pool, None, "refused/upload.bin")
+    gc.disable()
+    try:
+        stream.append(random.Random(8).randbytes(2 * MIN_PART + 1))  # part 1 sent, part 2 filled in a pooled buffer
+        stream.append(b"x")
+        stream._drain()
+        try:
+            stream.check()
+            raise AssertionError("the refused part did not fail the upload")
+        except AccessDenied:
+            pass
+        pool.buffers.clear()
+        assert len(made) == 2 and made[0]() is None, "the refused part's buffer is still held"  # part 2
+        assert made[1]() is not None  # part 3, being filled: the stream's until it is aborted
+    finally:
+        gc.enable()
+        emulator.faults_s3.clear()
+        stream.abort()
+        pool.shutdown()

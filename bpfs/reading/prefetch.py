@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from bpfs.errors import BpfsError, RemoteError
+from bpfs.errors import BpfsError, RemoteError, kept
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
 from bpfs.remote.s3 import GetCancelled, ObjectClient
@@ -150,13 +150,10 @@ class Prefetcher:
                                   f"({len(data)} of {extent.size} bytes)")
         except BaseException as exc:
             if isinstance(exc, BpfsError):
-                # an expected failure is told without its stack (see fuseops._errno); kept, the stack's frames
-                # would hold the part's buffer for as long as the extent's future lives, in a cycle only the
-                # garbage collector breaks: closed files' cancelled windows kept the daemon at 135 MB. The error it
-                # was raised from (`raise ... from None` hides it, but keeps it as __context__) holds those frames
-                # too: after a 403, a window's ten part buffers (80 MiB) stayed, for good while the file was open
-                exc.with_traceback(None)
-                exc.__context__ = exc.__cause__ = None
+                # kept with its stack, the extent's future would hold the part's buffer, in a cycle only the
+                # garbage collector breaks: closed files' cancelled windows kept the daemon at 135 MB, and after a
+                # 403 a window's ten part buffers (80 MiB) stayed for good while the file was open
+                kept(exc)
             if not isinstance(exc, Cancelled) and time.monotonic() - started > SLOW_FAILURE:
                 self._failures.append((time.monotonic(), extent.obj, extent.start, extent.end, exc))
             self.cache.filled(extent, None, exc)

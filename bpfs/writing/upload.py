@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from bpfs.errors import BpfsError, RemoteError
+from bpfs.errors import BpfsError, RemoteError, kept
 from bpfs.memory import BufferPool
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
@@ -216,7 +216,7 @@ class ObjectStream:
         try:
             etag = self.objects.upload_part(self.bucket, self.key, self.upload_id, number, part)
         except BpfsError as exc:
-            self._fail(exc)
+            self._fail(kept(exc))  # kept with its stack, the failed part's buffer would stay with the upload
             return
         except Exception as exc:  # noqa: BLE001 - a bug must still fail the file, not hang it
             log.exception("part %d of s3://%s/%s", number, self.bucket, self.key)
