@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("-f", "--foreground", action="store_true", help="stay attached; Ctrl-C unmounts")
     mount.add_argument("-o", dest="options", action="append", metavar="OPTION[,OPTION...]",
                        help="mount options: ro, allow_other, allow_delete, uid=, gid=, umask=, list_ttl=, "
-                            "running_ttl=, s3_timeout=, cache_mb=, part_mb=, readers=, read_ahead_kb=, "
-                            "genome=, datatype=, platform=, default_workflow=")
+                            "running_ttl=, s3_timeout=, cache_mb=, part_mb=, readers=, read_ahead_kb=, direct_io, "
+                            "disk_cache=, cache_dir=, genome=, datatype=, platform=, default_workflow=")
     mount.add_argument("--debug", action="store_true", help="log every request (secrets are scrubbed)")
     mount.add_argument("--log-file", help="log file (default ~/.cache/bpfs/bpfs.log)")
 

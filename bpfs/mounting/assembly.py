@@ -98,7 +98,7 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
     analyses_box = AnalysisDropBox(AnalysisRequests(api, catalog), stats, processes, ro=options.ro)
     tree = Namespace(catalog, objects, readers, stats, ro=options.ro, allow_delete=options.allow_delete,
                      deleters={"samples": samples_box.delete_sample, "analyses": analyses_box.delete},
-                     retry_broken=max(options.list_ttl, 10.0))
+                     retry_broken=max(options.list_ttl, 10.0), direct_io=options.direct_io)
     control = ControlFiles(stats, tree.refresh, options.ro)
 
     def close() -> None:

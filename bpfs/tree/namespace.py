@@ -79,10 +79,11 @@ class _Memo:
 class ObjectHandle(Handle):
     """An S3 object being read, through its read-ahead state."""
 
-    def __init__(self, path: str, reader: Reader, immutable: bool) -> None:
+    def __init__(self, path: str, reader: Reader, immutable: bool, direct_io: bool = False) -> None:
         super().__init__(path)
         self.reader = reader
-        self.keep_cache = immutable  # finished analyses never change: the kernel may keep their pages
+        self.keep_cache = immutable and not direct_io  # finished analyses never change: the kernel may keep their pages
+        self.direct_io = direct_io  # -o direct_io (see MountOptions)
 
     def read(self, size: int, offset: int) -> bytes:
         return self.reader.read(offset, size)
@@ -99,13 +100,14 @@ class Namespace(Subtree):
     def __init__(self, catalog: Catalog, objects: ObjectClient, readers: ReaderFactory, stats: Stats,
                  ro: bool = False, allow_delete: bool = False,
                  deleters: dict[str, Callable[[int], None]] | None = None,
-                 head_workers: int = HEAD_WORKERS, retry_broken: float = 60.0) -> None:
+                 head_workers: int = HEAD_WORKERS, retry_broken: float = 60.0, direct_io: bool = False) -> None:
         super().__init__(ro)
         self.catalog, self.objects, self.readers, self.stats = catalog, objects, readers, stats
         self.allow_delete, self.deleters = allow_delete, deleters or {}
         self.user_id = catalog.api.user_id
         self.genome_date_field = catalog.api.dialect.genome_date_field
         self.memo = _Memo(retry_after=retry_broken)
+        self.direct_io = direct_io
         self.started = time.time()
         self.heads = ThreadPoolExecutor(head_workers, thread_name_prefix="bpfs-head")
 
@@ -130,7 +132,8 @@ class Namespace(Subtree):
             raise RemoteError(f"{path}: {entry.error}")
         if entry.data is not None:
             return BytesHandle(path, entry.data)
-        return ObjectHandle(path, self.readers.open(entry.bucket, entry.key or "", entry.size), entry.immutable)
+        return ObjectHandle(path, self.readers.open(entry.bucket, entry.key or "", entry.size), entry.immutable,
+                            self.direct_io)
 
     def rmdir(self, path: str) -> None:
         names = self._parts(path)
