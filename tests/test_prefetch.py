@@ -132,6 +132,30 @@ def test_random_reads_fetch_about_what_they_read():
         p.close()
 
 
+def test_a_short_run_after_a_jump_reads_ahead_a_little_only_where_asked():
+    """-o direct_io: no kernel readahead, so a region query's 32 KiB reads would each wait for a GET."""
+    for short_window in (0, 128 * KiB):
+        client, p = make({"k": DATA}, short_window=short_window, stream_threshold=512 * KiB)
+        try:
+            r = p.open("b", "k", len(DATA))
+            assert r.read(300 * KiB, 4 * KiB) == DATA[300 * KiB:304 * KiB]  # a jump: exactly what it asks
+            assert client.bytes == 4 * KiB
+            offset = 300 * KiB
+            for _ in range(6):  # a run of 32 KiB reads, as htslib reads through a BAM chunk
+                offset += 4 * KiB if offset == 300 * KiB else 32 * KiB
+                assert r.read(offset, 32 * KiB) == DATA[offset:offset + 32 * KiB]
+            read_end = offset + 32 * KiB
+            time.sleep(0.1)  # prefetches run on the pool
+            ahead = client.furthest - read_end
+            if short_window:
+                assert short_window // 2 <= ahead <= short_window  # topped up in pieces, never further
+            else:
+                assert ahead == 0  # the kernel reads ahead of short runs itself
+            assert client.bytes == read_end - 300 * KiB + ahead  # each byte once
+        finally:
+            p.close()
+
+
 def test_streaming_prefetches_ahead_and_is_bounded_in_memory():
     """A stream gets whole parts fetched ahead of it, and parts it has read are dropped at once: with a cache
     far larger than the window, memory still stays at about the window (without the dropping it would hold

@@ -77,6 +77,7 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
     readers = Prefetcher(objects, stats, PrefetchConfig(
         part_size=part or PrefetchConfig.part_size, near_part_size=part or PrefetchConfig.near_part_size,
         cache_bytes=options.cache_mb << 20, workers=options.readers,
+        short_window=KERNEL_READAHEAD_KB * 1024 if options.direct_io else 0,  # the kernel's job otherwise
         ramp_run=BLOCK_SIZE + (max(options.read_ahead_kb, KERNEL_READAHEAD_KB) + 128) * 1024,
         max_in_flight=max(2, options.readers) * (part or PrefetchConfig.part_size),
         wait_timeout=objects.read_bound + 10, revalidate=max(options.list_ttl, 1.0)), disk=disk)

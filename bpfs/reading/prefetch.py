@@ -72,6 +72,13 @@ class PrefetchConfig:
     # After a jump, read-ahead starts only once this much was read in sequence: a region query reads a few
     # BGZF blocks and the kernel's own readahead already covers short runs.
     stream_threshold: int = 4 * MiB
+    # Read-ahead for a short run (two reads in sequence after a jump, below stream_threshold): the most it
+    # keeps ahead, four times the run at first. 0 where the kernel's page cache reads ahead of short runs
+    # itself; under -o direct_io it does not, and a samtools region query made a GET per 32 KiB htslib read:
+    # 1.7 s on the S3-like link (0.34 s through the page cache). The mount sets the kernel's own 128 KiB:
+    # 0.64 s and 4.7-4.9% of the BAM (page cache: 5.04%); 256 KiB 0.42 s and 4.7-5.0%, 512 KiB 0.29 s and
+    # 4.9-5.5% (bytes past the region's end that loopback fetches in full before the file is closed).
+    short_window: int = 0
     # how far ahead a single stream may run: ten 8 MiB parts in flight, as download_file keeps. Measured on
     # the S3-like link (20 ms, 100 MB/s per connection): 64 MiB (eight) reached 0.76x download_file, 80 MiB
     # 0.87x; the daemon's peak RSS streaming 1 GiB went from 154 to 162 MB.
@@ -371,13 +378,14 @@ class PrefetchReader:
     def _prefetch(self) -> None:
         config = self.p.config
         with self.lock:
-            if self.run < config.stream_threshold and not self.from_start:
+            short = self.run < config.stream_threshold and not self.from_start
+            if short and not (config.short_window and self.run):
                 return
             if self.from_start and (self.next_offset or 0) <= self.first_end:
                 return  # one read from the start: a header, not yet a stream
             if self.run * DENSITY < (self.next_offset or 0) - self.run_start:
                 return  # a sparse reader: what it skips, it does not want
-            share = self.p.window_share(self)
+            share = config.short_window if short else self.p.window_share(self)  # not a stream yet
             wide = self.run >= (config.ramp_run if self.from_start else config.stream_threshold)
             near = self.p.near()
             # a near link's large parts only while two fit in the stream's share of the cache: four streams
@@ -385,7 +393,9 @@ class PrefetchReader:
             # 8 MiB parts; parts of half the share were as fast as 8 MiB ones but held 30 MB more
             large = near and share >= 2 * config.near_part_size
             full_part = config.near_part_size if large else config.part_size
-            if wide:
+            if short:
+                window = min(share, 4 * self.run)
+            elif wide:
                 window = min(config.near_window if large else config.max_window, share)
             else:
                 # what keeps everything fetched for this run within DENSITY times what it read: 3x the run
