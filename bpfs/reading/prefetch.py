@@ -289,6 +289,7 @@ class PrefetchReader:
         self.next_offset: int | None = None  # where a sequential reader reads next
         self.run = 0  # bytes read in sequence since the last jump: the window grows with it
         self.run_start = 0  # where that run began: a stream drops only what it read itself
+        self.jump_end = 0  # where the read that began it ended: a run reads on past it (not the same again)
         self.from_start = False  # the stream began at offset 0 (a cp, a cat): read ahead at once
         self.first_end = 0  # where the first read from offset 0 ended: read-ahead starts past it
         self.ahead = 0  # requested (or held) up to here
@@ -368,6 +369,7 @@ class PrefetchReader:
             self.ahead = max(self.ahead, end)
             return end
         self.run_start, self.run = offset, 0  # a jump: what is asked, no more, until reads follow each other
+        self.jump_end = end
         self.from_start = False
         self.p.stream_ended(self)  # not a stream for now: its share goes to the others
         self.next_offset = end
@@ -379,8 +381,8 @@ class PrefetchReader:
         config = self.p.config
         with self.lock:
             short = self.run < config.stream_threshold and not self.from_start
-            if short and not (config.short_window and self.run):
-                return
+            if short and not (config.short_window and self.run and (self.next_offset or 0) > self.jump_end):
+                return  # a short run reads ahead only where asked, once it read on past its first read
             if self.from_start and (self.next_offset or 0) <= self.first_end:
                 return  # one read from the start: a header, not yet a stream
             if self.run * DENSITY < (self.next_offset or 0) - self.run_start:
