@@ -41,7 +41,7 @@ class MountOptions:
     # S3 files bypass the kernel's page cache: each read() reaches the daemon at its own size (1 MiB for cp
     # and cat, st_blksize) instead of 128 KiB readahead requests, and a region query fetches what the tool
     # reads and little past it (PrefetchConfig.short_window). Measured (scripts/bench.py -o direct_io):
-    # loopback streams 1.5-2.3x faster, a samtools region 4.7-4.9% of the BAM (5.04%). What it costs:
+    # loopback streams ~1.5x faster, a samtools region 4.7-4.9% of the BAM (5.04%). What it costs:
     # re-reads come from the daemon's cache or S3, never the page cache, and a shared mmap of an S3 file
     # fails (ENODEV; libfuse 3.16+ and Linux 6.6+ could allow it), so it is opt-in
     direct_io: bool = False
