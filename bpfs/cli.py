@@ -154,7 +154,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         print(f"bpfs: warning: {warning}", file=sys.stderr)
     log_path = check_log_file(args.log_file)
     readiness = Readiness(None) if args.foreground else daemonize()  # before any thread or socket exists
-    setup_logging(str(log_path), args.debug, [config.api_key, config.aws_secret or ""], stderr=args.foreground)
+    setup_logging(str(log_path), args.debug, [config.api_key, config.aws_secret or "", config.aws_id or ""],
+                  stderr=args.foreground)
     for warning in config.warnings:
         log.warning(warning)
     try:

@@ -2,7 +2,9 @@
 
 Credentials travel in the API's query string (`api_key=`), S3 secrets sit in the config, presigned URLs
 carry signatures. Two rules cover them: every secret value the process knows is replaced, and every
-credential-looking query parameter is blanked, whatever its value.
+credential-looking query parameter is blanked, whatever its value. Texts also carry a server's own words
+(error bodies), so control characters are shown escaped: an ESC or BEL would drive the user's terminal,
+a carriage return would hide what came before it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ _QUERY_SECRETS = re.compile(
     r"=[^&\s'\"]*",
     re.IGNORECASE,
 )
+# C0 controls but newline and tab (a traceback's lines), DEL and C1: shown as \xNN
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MIN_SECRET = 4  # shorter values would blank ordinary words
 
 _lock = threading.Lock()
@@ -34,4 +38,5 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "***")
+    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return _QUERY_SECRETS.sub(r"\1=***", text)

@@ -60,7 +60,9 @@ def build_filesystem(config: Config, options: MountOptions, stats: Stats | None 
     stats = stats or Stats()
     if api is None:
         api, config = connect(config, stats)
-    register(config.aws_secret, config.api_key)  # a secret the server sent (v3 "cli") is kept out of output too
+    # what the server sent (v3 "cli") is kept out of output too; the key id is not secret to AWS, but it
+    # names the account, and a proxy's error page echoes it
+    register(config.aws_secret, config.api_key, config.aws_id)
     if objects is None:
         uploads = UploadConfig()
         objects = ObjectClient(config, stats, read_timeout=options.s3_timeout,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -371,11 +372,30 @@ def _number(text: str) -> int | str:
 
 def parse_json(content: bytes, where: str) -> Any:
     try:
-        return json.loads(content, parse_int=_number)
+        parsed = json.loads(content, parse_int=_number)
     except RecursionError:
         raise RemoteError(f"{where}: the API answered JSON nested too deeply") from None
     except ValueError:
         raise RemoteError(f"{where}: the API answered with something that is not JSON") from None
+    if _SURROGATE_ESCAPE.search(content):
+        parsed = _whole_characters(parsed)
+    return parsed
+
+
+# A JSON escape of a UTF-16 surrogate: in a pair it decodes to one character, alone (a cut-off emoji)
+# it decodes to a lone surrogate, which no UTF-8 name, TSV or JSON file can hold
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _whole_characters(value: Any) -> Any:
+    """`value` with each lone surrogate replaced by U+FFFD, so that one bad record costs a character."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_whole_characters(v) for v in value]
+    if isinstance(value, dict):
+        return {_whole_characters(k): _whole_characters(v) for k, v in value.items()}
+    return value
 
 
 def _count(meta: object) -> int | None:
@@ -429,19 +449,24 @@ def unreachable_reason(exc: BaseException, read_timeout: float) -> str:
 
 
 def error_detail(content: bytes) -> str:
-    """The server's own words from an error body (the v3 client's conventions, §4.3)."""
+    """The server's own words from an error body (the v3 client's conventions, §4.3), on one line: they
+    end up inside log lines and `bpfs status`, where a newline would start a line the server wrote."""
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
-        return redact(content[:200].decode(errors="replace").strip())
+        return _one_line(content[:200].decode(errors="replace"))
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            return redact(str(errors[0].get("detail", "")))[:300]
+            return _one_line(str(errors[0].get("detail", "")))[:300]
         for key in ("error", "detail", "message", "msg", "warning"):
             if body.get(key):
-                return redact(_words(body[key]))[:300]
+                return _one_line(_words(body[key]))[:300]
     return ""
+
+
+def _one_line(text: str) -> str:
+    return redact(" ".join(text.split()))
 
 
 def _words(value: object) -> str:
