@@ -182,6 +182,43 @@ def test_an_empty_file_whose_upload_fails_fails_its_close(make_mount, tmp_path):
     assert samples_named(emu, name) == []
 
 
+def test_cp_of_a_file_ending_in_a_hole_is_recorded_whole(make_mount, tmp_path):
+    """cp --sparse ends a file with a hole by ftruncate after its last write: the mount grows the file with
+    zeros, as a sequential writer would, instead of refusing the truncate and recording the short file."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("sparse")
+    src = tmp_path / f"{name}.fastq"
+    data = os.urandom(5000)
+    with open(src, "wb") as f:
+        f.write(data)
+        f.truncate(3 * MiB + 17)
+    cp("--sparse=always", src, m.path / "samples" / "new")
+    upload = wait_for(lambda: (u := upload_of(emu, name, src.name))["status"] == "completed" and u,
+                      what="the upload to complete")
+    assert stored(emu, upload["key"]) == src.read_bytes() and upload["filesize"] == 3 * MiB + 17
+
+
+def test_a_refused_truncate_fails_the_file_instead_of_recording_it_short(make_mount):
+    """A writer that shrinks its file (or ignores the refusal, as cp does with a failed ftruncate) never has
+    the file recorded: the truncate fails, and so does the close."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("shrunk")
+    f = open(m.path / "samples" / "new" / f"{name}.fastq", "wb", buffering=0)
+    f.write(b"@r1\nACGT\n+\nIIII\n" * 100)
+    with pytest.raises(OSError) as refused:
+        f.truncate(20)
+    assert refused.value.errno == errno.EPERM
+    with pytest.raises(OSError) as failed:
+        f.close()
+    assert failed.value.errno == errno.EIO
+    wait_for(lambda: all(u["status"] != "in_progress" for u in uploads_with_key(emu, f"/{name}.fastq")),
+             timeout=30, what="the upload to end")
+    assert [u["status"] for u in uploads_with_key(emu, f"/{name}.fastq")] in ([], ["failed"])
+    assert samples_named(emu, name) == []
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

@@ -60,6 +60,8 @@ META_LIMIT = 1 << 20  # sample.json is kept in memory while it is written
 # flight are forgotten (a few KB each; their samples live on under samples/<id>/).
 KEEP_DRAFTS = 1024
 DRAFT_IDLE_SECONDS = 3600.0
+# zeros appended per step when a truncate grows a file: one buffer, however large the hole
+ZERO_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -465,13 +467,37 @@ class SampleDropBox(Subtree):
                                         f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
                                         "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
-            try:
-                f.stream.append(data)
-            except BpfsError as exc:
-                f.broken = RemoteError(f"{f.path}: upload failed: {exc}")
-                raise f.broken from None
+            self._append(f, data)
             f.mtime = time.time()
         return len(data)
+
+    def resize_data(self, f: DraftFile, length: int) -> None:
+        """(f)truncate of a data file. Growing a file being written appends zeros, as a sequential writer
+        would (cp --sparse ends a file with a hole that way). Anything else cannot be uploaded: a file being
+        written is marked broken, so its close fails and nothing is recorded; a caller that ignores the
+        failed truncate (cp only warns after writing) must not get a short file recorded as complete."""
+        with f.lock:
+            size = f.current_size
+            if size == length:
+                return  # O_TRUNC on a new file, or cp setting the size it already has
+            if f.state == "writing" and f.broken is None and length > size:
+                zeros = bytes(min(length - size, ZERO_CHUNK))
+                while f.stream.size < length:
+                    self._append(f, memoryview(zeros)[:length - f.stream.size])
+                f.mtime = time.time()
+                return
+            error = logged_error(f"{f.path}: cannot change the size of a file being or already uploaded (from "
+                                 f"{size} to {length}): bpfs accepts sequential writes only", errno.EPERM)
+            if f.state == "writing" and f.broken is None:
+                f.broken = BpfsError(f"{error}; the upload will fail at close", errno.EIO)
+            raise error
+
+    def _append(self, f: DraftFile, data: bytes | memoryview) -> None:
+        try:
+            f.stream.append(data)
+        except BpfsError as exc:
+            f.broken = RemoteError(f"{f.path}: upload failed: {exc}")
+            raise f.broken from None
 
     def close_data(self, f: DraftFile, caller: int | None) -> None:
         """A close(). The last close of a data file finishes its upload, and reports the outcome to the
@@ -756,10 +782,7 @@ class SampleDropBox(Subtree):
                 text = draft.meta_text or b""
                 draft.meta_text = text[:length] + b"\0" * max(0, length - len(text))
             return
-        if found.current_size == length:
-            return  # O_TRUNC on a new file, or cp setting the size it already has
-        raise logged_error(f"{path}: cannot change the size of a file being or already uploaded (to {length}): "
-                           "bpfs accepts sequential writes only", errno.EPERM)
+        self.resize_data(found, length)
 
     def rename(self, old: str, new: str) -> None:
         self._writing(old, "rename")
