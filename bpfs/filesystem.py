@@ -95,6 +95,9 @@ class Filesystem:
     def listxattr(self, path: str) -> list[str]:
         return self.route(path).listxattr(path)
 
+    def setxattr(self, path: str, name: str) -> None:
+        self.route(path).setxattr(path, name)
+
     # -- open files --------------------------------------------------------------------------------
     def open(self, path: str, flags: int, caller: int | None = None) -> tuple[int, Handle]:
         handle = self.route(path).open(path, flags, caller)

@@ -121,6 +121,14 @@ class Subtree:
     def listxattr(self, path: str) -> list[str]:
         return [key for key, _ in self.getattr(path).xattrs]
 
+    def setxattr(self, path: str, name: str) -> None:
+        """Setting or removing an attribute: EOPNOTSUPP, what a filesystem without them answers, which
+        cp -p, cp -a and mv (their ACLs and attributes) skip; EACCES would make them fail the copy."""
+        self.getattr(path)
+        if self.ro:
+            raise self.refuse(path, f"setting {name}")
+        raise BpfsError(f"{path}: {name} not set: bpfs keeps no attributes of its own", errno.EOPNOTSUPP)
+
     # -- writing: refused unless a subtree says otherwise ----------------------------------------------
     def create(self, path: str, mode: int, caller: int | None) -> Handle:
         raise self.refuse(path, "create")

@@ -219,6 +219,23 @@ def test_a_refused_truncate_fails_the_file_instead_of_recording_it_short(make_mo
     assert samples_named(emu, name) == []
 
 
+@pytest.mark.parametrize("how", [["cp", "-p"], ["cp", "-a"], ["mv"]])
+def test_writers_that_keep_attributes_succeed(make_mount, tmp_path, how):
+    """cp -p, cp -a and mv copy ACLs and attributes after the data: refused with EOPNOTSUPP, they skip
+    that step; refused with EACCES they exited 1 after the upload, and a retry made a second copy."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique(how[-1].strip("-"))
+    src = make_file(tmp_path / f"{name}.fastq", 3 * MiB + 5)
+    data = src.read_bytes()
+    result = subprocess.run([*how, str(src), str(m.path / "samples" / "new")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    upload = wait_for(lambda: (u := upload_of(emu, name, src.name))["status"] == "completed" and u,
+                      what="the upload to complete")
+    assert stored(emu, upload["key"]) == data
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

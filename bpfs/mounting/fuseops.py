@@ -184,11 +184,11 @@ class Operations(fuse.Operations):
 
     @_mapped
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        self.fs.refuse(path, "setxattr")
+        self.fs.setxattr(path, name)
 
     @_mapped
     def removexattr(self, path: str, name: str) -> int:
-        self.fs.refuse(path, "removexattr")
+        self.fs.setxattr(path, name)
 
     @_mapped
     def statfs(self, path: str) -> dict:

@@ -48,6 +48,7 @@ class Runner:
     def rename(self, old: str, new: str) -> None: ...
     def getxattr(self, path: str, name: str) -> bytes: ...
     def listxattr(self, path: str) -> list[str]: ...
+    def setxattr(self, path: str, name: str, value: bytes) -> None: ...
 
     # -- built on it ---------------------------------------------------------------------------------
     def read_bytes(self, path: str) -> bytes:
@@ -171,6 +172,9 @@ class InProcess(Runner):
     def listxattr(self, path: str) -> list[str]:
         return self._call(self.fs.listxattr, self._path(path))
 
+    def setxattr(self, path: str, name: str, value: bytes) -> None:
+        self._call(self.fs.setxattr, self._path(path), name)
+
     def stats(self) -> dict:
         return self.fs.stats.snapshot()
 
@@ -238,6 +242,9 @@ class Mounted(Runner):
 
     def listxattr(self, path: str) -> list[str]:
         return os.listxattr(self._p(path))
+
+    def setxattr(self, path: str, name: str, value: bytes) -> None:
+        os.setxattr(self._p(path), name, value)
 
     def stats(self) -> dict:
         return self.mount.stats()
