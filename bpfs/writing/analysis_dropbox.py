@@ -35,6 +35,7 @@ class RequestFile:
         self.content = b""  # the request as written, then the answer
         self.pending = False  # written since the last answer: the last close sends it
         self.opener: int | None = None
+        self.writers = 0  # open writable handles: only the last of them sends; a reader's close never does
         self.mtime = time.time()
 
     @property
@@ -61,10 +62,12 @@ class RequestHandle(Handle):
         return self.box.write(self.file, data, offset)
 
     def flush(self, caller: int | None) -> None:
-        self.box.close(self.file, caller)
+        if self.writable:
+            self.box.close(self.file, caller)
 
     def release(self) -> None:
-        self.box.release(self.file)
+        if self.writable:
+            self.box.release(self.file)
 
 
 class AnalysisDropBox(Subtree):
@@ -120,6 +123,7 @@ class AnalysisDropBox(Subtree):
                 f = self._files[name] = RequestFile(name)
         with f.lock:
             f.content, f.pending, f.opener, f.mtime = b"", False, caller, time.time()
+            f.writers += 1
         return RequestHandle(self, f, writable=True)
 
     def open(self, path: str, flags: int, caller: int | None) -> Handle:
@@ -133,6 +137,7 @@ class AnalysisDropBox(Subtree):
                 if flags & os.O_TRUNC or not f.pending:  # writing into an answer is a new request
                     f.content, f.pending = b"", False
                 f.opener = caller
+                f.writers += 1
         return RequestHandle(self, f, writable=writing)
 
     def write(self, f: RequestFile, data: bytes, offset: int) -> int:
@@ -155,8 +160,10 @@ class AnalysisDropBox(Subtree):
             self._send(f)
 
     def release(self, f: RequestFile) -> None:
+        """A writable handle's release; the last one sends what no close sent."""
         with f.lock:
-            if f.pending:  # no close was seen as the last
+            f.writers -= 1
+            if f.pending and f.writers == 0:  # no close was seen as the last
                 try:
                     self._send(f)
                 except BpfsError as exc:

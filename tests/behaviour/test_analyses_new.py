@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import time
 import uuid
 
@@ -86,6 +87,26 @@ def test_a_bad_request_is_einval_creates_nothing_and_says_why(fs, body, reason):
     assert raised.value.errno == errno.EINVAL
     assert reason in json.loads(fs.read_text(f"analyses/new/{name}"))["error"]
     assert analyses_ids(fs.emulator) == before
+
+
+def test_a_readers_close_sends_nothing_while_the_request_is_being_written(fs):
+    """`cat` of a request file while its writer is still writing: the reader's close and release leave the
+    half-written request alone; the writer's close sends it, once."""
+    emu = fs.emulator
+    sample = a_sample(emu)
+    before = analyses_ids(emu)
+    path = "analyses/new/slow.json"
+    body = json.dumps({"workflow": 7, "samples": [sample]}).encode()
+    writer = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fs.write_fd(writer, body[:10])
+    reader = fs.open(path, os.O_RDONLY)
+    assert fs.read_fd(reader, 100, 0) == body[:10]
+    fs.close(reader)
+    assert analyses_ids(emu) == before
+    fs.write_fd(writer, body[10:])
+    fs.close(writer)
+    new = json.loads(fs.read_text(path))["id"]
+    assert analyses_ids(emu) == before | {new}
 
 
 def test_an_ambiguous_name_is_refused(fs):
