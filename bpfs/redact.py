@@ -17,8 +17,9 @@ _QUERY_SECRETS = re.compile(
     r"=[^&\s'\"]*",
     re.IGNORECASE,
 )
-# C0 controls but newline and tab (a traceback's lines), DEL and C1: shown as \xNN
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but newline and tab (a traceback's lines), DEL and C1: shown as \xNN; and lone surrogates, a
+# file name's bytes that are not UTF-8 (surrogateescape), which no log file or terminal could encode
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _MIN_SECRET = 4  # shorter values would blank ordinary words
 
 _lock = threading.Lock()
@@ -34,9 +35,16 @@ def register(*secrets: str | None) -> None:
         _secrets = tuple(sorted(known, key=len, reverse=True))  # longest first: no partial leftovers
 
 
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as surrogateescape keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "***")
-    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = _CONTROLS.sub(_escape, text)
     return _QUERY_SECRETS.sub(r"\1=***", text)

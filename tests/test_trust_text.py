@@ -78,3 +78,14 @@ def test_the_s3_key_id_is_hidden_like_the_secret(make_mount, emu):
     stats_text = (m.path / ".bpfs" / "stats").read_text()
     assert "no access for ***" in stats_text and key_id not in stats_text
     assert key_id not in m.log.read_text()
+
+
+def test_redaction_escapes_what_no_terminal_or_log_file_should_get():
+    """One function for every text a user reads: controls and a file name's non-UTF-8 bytes come out as
+    escapes that encode anywhere, secrets as ***."""
+    from bpfs.redact import redact, register
+
+    register("s3cr3t-value")
+    shown = redact("name \udcff\udc80.fastq \x1b[2J bell\x07 \x9b lone \ud83e key s3cr3t-value ?api_key=abc\nnext")
+    assert shown == "name \\xff\\x80.fastq \\x1b[2J bell\\x07 \\x9b lone \\ud83e key *** ?api_key=***\nnext"
+    shown.encode("ascii")

@@ -236,6 +236,36 @@ def test_writers_that_keep_attributes_succeed(make_mount, tmp_path, how):
     assert stored(emu, upload["key"]) == data
 
 
+def test_names_basepair_cannot_hold_are_refused_before_anything_is_created(make_mount):
+    """A name that is not UTF-8, holds a control character, is blank, or makes a sample named '..': EINVAL
+    at create/mkdir/rename, no sample; the log says why in escaped text (it had UnicodeEncodeError
+    tracebacks on stderr, and a sample created before the close failed with EIO)."""
+    m = make_mount()
+    emu = m.emulator
+    new = os.fsencode(m.path / "samples" / "new")
+    with emu.state.lock:
+        before = len(emu.state.samples)
+    for name in (b"bad\xff.fastq", b"tab\tname.fastq", b"...fastq", b" .fastq"):
+        with pytest.raises(OSError) as raised:
+            with open(new + b"/" + name, "wb") as f:
+                f.write(b"@r\nA\n+\nI\n")
+        assert raised.value.errno == errno.EINVAL, name
+    for name in (b"dir\xfe", b"   "):
+        with pytest.raises(OSError) as raised:
+            os.mkdir(new + b"/" + name)
+        assert raised.value.errno == errno.EINVAL, name
+    os.mkdir(new + b"/ok_dir")
+    (m.path / "samples" / "new" / "ok_dir" / "a.fastq").write_bytes(b"@r\nA\n+\nI\n")
+    with pytest.raises(OSError) as raised:
+        os.rename(new + b"/ok_dir/a.fastq", new + b"/ok_dir/\xff.fastq")
+    assert raised.value.errno == errno.EINVAL
+    with emu.state.lock:
+        assert len(emu.state.samples) == before + 1  # ok_dir only
+    log = m.log.read_text()
+    assert "bad\\xff.fastq: refused" in log and "Logging error" not in log
+    assert "Logging error" not in (m.workdir / "stderr.txt").read_text(errors="replace")
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

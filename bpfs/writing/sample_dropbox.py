@@ -45,6 +45,7 @@ from bpfs.writing.samples import (
     META_NAME,
     SampleRecords,
     SampleSettings,
+    check_name,
     is_read2,
     logged_error,
     sample_name,
@@ -351,6 +352,7 @@ class SampleDropBox(Subtree):
         parts = self._split(path) or []
         if len(parts) != 1:
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
+        check_name(path, parts[0], sample=True)
         with self._lock:
             if parts[0] in self._drafts:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
@@ -377,6 +379,9 @@ class SampleDropBox(Subtree):
         parts = self._split(path) or []
         if not parts or len(parts) > 2:
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
+        check_name(path, upload_name(parts[-1]), sample=False)
+        if len(parts) == 1:
+            check_name(path, sample_name(upload_name(parts[0])), sample=True)
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
             if upload_name(parts[1]) == META_NAME:  # sample.json, or rsync's .sample.json.XXXXXX for it
@@ -792,6 +797,9 @@ class SampleDropBox(Subtree):
         if len(po) != len(pn) or (len(po) == 2 and po[0] != pn[0]):
             raise logged_error(f"{old} -> {new}: files can be renamed only within one sample directory",
                                errno.EPERM)
+        check_name(new, upload_name(pn[-1]), sample=False)
+        if len(pn) == 1:
+            check_name(new, sample_name(upload_name(pn[0])), sample=True)
         if len(po) == 1:
             draft = self._draft(po[0])
             with self._lock:

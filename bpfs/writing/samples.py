@@ -36,6 +36,18 @@ def sample_name(filename: str) -> str:
     return name or filename
 
 
+# what a name cannot hold: C0 controls and DEL, and the lone surrogates that stand for bytes not UTF-8
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_name(path: str, name: str, sample: bool) -> None:
+    """EINVAL before anything is created for a name Basepair cannot hold as text or that names nothing: not
+    UTF-8, control characters, blank, or (for a sample's name) "." or ".."."""
+    if _BAD_NAME.search(name) or not name.strip() or (sample and name in (".", "..")):
+        raise logged_error(f"{path}: refused: a sample or file name must be UTF-8 text without control "
+                           "characters, and not blank, '.' or '..'", errno.EINVAL)
+
+
 def upload_name(filename: str) -> str:
     """The basename a file is uploaded under: an rsync temporary file goes straight to its final name."""
     match = RSYNC_TEMP.match(filename)
