@@ -266,6 +266,24 @@ def test_names_basepair_cannot_hold_are_refused_before_anything_is_created(make_
     assert "Logging error" not in (m.workdir / "stderr.txt").read_text(errors="replace")
 
 
+@pytest.mark.parametrize("dialect", ["v3", "v1"])
+def test_a_sample_whose_answer_is_lost_is_created_once(make_mount, tmp_path, dialect):
+    """POST samples and POST uploads are applied but their answers are cut off: the copy goes into the sample
+    and upload record the server made, not into a failure that leaves them behind (nor a second on a retry)."""
+    m = make_mount(dialect=dialect)
+    emu = m.emulator
+    name = unique("lostpost")
+    src = make_file(tmp_path / f"{name}.fastq", 2 * MiB + 3)
+    emu.faults_api.add(method="POST", path=r"/samples/?$", drop_after=0)
+    emu.faults_api.add(method="POST", path=r"/uploads/?$", drop_after=0)
+    cp(src, m.path / "samples" / "new")
+    (sample,) = samples_named(emu, name)
+    upload = wait_for(lambda: (u := upload_of(emu, name, src.name))["status"] == "completed" and u,
+                      what="the upload to complete")
+    assert stored(emu, upload["key"]) == src.read_bytes() and f"/{sample['id']}/" in upload["key"]
+    assert len(uploads_of(emu, sample["id"])) == 1
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

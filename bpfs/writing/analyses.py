@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
@@ -19,6 +20,7 @@ from bpfs.remote.api import ApiClient, error_detail, parse_json
 from bpfs.remote.records import fk_id
 from bpfs.tree.catalog import Catalog
 from bpfs.writing.jsonfile import read_object
+from bpfs.writing.lost_replies import Adopter, maybe_made
 
 log = logging.getLogger("bpfs.analyses")
 
@@ -99,6 +101,7 @@ class AnalysisRequests:
 
     def __init__(self, api: ApiClient, catalog: Catalog) -> None:
         self.api, self.catalog = api, catalog
+        self.adopter = Adopter()  # an analysis whose POST lost its answer
 
     def resolve(self, kind: str, value: int | str, where: str) -> int:
         """An id as given, or the one record whose name is exactly `value`."""
@@ -128,6 +131,7 @@ class AnalysisRequests:
             params.setdefault("info", {})["instance_type"] = request.instance  # as the v3 client copies it
         body = self.api.dialect.analysis_body(workflow, samples, controls, params, request.projects,
                                               request.instance, request.ignore_validation_warning)
+        sent = time.time()
         try:
             reply, content = self.api.request("POST", "analyses", body=body, slash=self.api.dialect.write_slash)
         except (AccessDenied, NotFound, RemoteError) as exc:
@@ -136,7 +140,7 @@ class AnalysisRequests:
                 raise
             if isinstance(exc, NotFound) or (status is not None and 400 <= status < 500):
                 raise Refused(f"{where}: the server refused the request: {_reason(exc)}") from None
-            raise
+            return self._made_anyway(exc, workflow, samples, sent, where)
         payload = parse_json(content, "POST analyses") if content.strip() else {}
         if not isinstance(payload, dict):
             payload = {}
@@ -148,6 +152,7 @@ class AnalysisRequests:
         analysis_id = fk_id(payload.get("id")) or fk_id(reply.headers.get("Location", ""))
         if analysis_id is None:
             raise RemoteError(f"{where}: the server answered without the new analysis's id")
+        self.adopter.answered(analysis_id)
         self.catalog.analyses_changed(analysis_id)
         for sample_id in samples + controls:
             self.catalog.samples_changed(sample_id)
@@ -160,6 +165,20 @@ class AnalysisRequests:
         log.info("%s: started analysis %d (workflow %d, samples %s)", where, analysis_id, workflow,
                  ", ".join(map(str, samples)))
         return payload
+
+    def _made_anyway(self, exc: RemoteError, workflow: int, samples: list[int], sent: float, where: str) -> dict:
+        """After a POST that got no answer: the analysis the server started all the same, or the error."""
+        what = f"an analysis of workflow {workflow} on samples {', '.join(map(str, samples))}"
+        found = self.adopter.made_anyway(self.api.analyses, lambda a: a.workflow == workflow and
+                                         sorted(a.samples) == sorted(samples), sent, what)
+        self.catalog.analyses_changed(found.id if found else None)
+        if found is None:
+            raise maybe_made(exc, what, "analyses/") from None
+        log.warning("%s: %s; the server had started analysis %d all the same: that is the answer", where, exc,
+                    found.id)
+        for sample_id in samples:
+            self.catalog.samples_changed(sample_id)
+        return {**found.raw, "id": found.id}
 
     def delete(self, analysis_id: int) -> None:
         try:

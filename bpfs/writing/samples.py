@@ -13,13 +13,15 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import time
 from dataclasses import dataclass
 
-from bpfs.errors import BpfsError, NotFound
+from bpfs.errors import BpfsError, NotFound, RemoteError
 from bpfs.remote.api import ApiClient
 from bpfs.remote.records import Genome, fk_id
 from bpfs.tree.catalog import Catalog
 from bpfs.writing.jsonfile import read_object
+from bpfs.writing.lost_replies import Adopter, maybe_made, unanswered
 
 log = logging.getLogger("bpfs.writer")  # the drop box's one log: its lines tell one story
 
@@ -88,6 +90,8 @@ class SampleRecords:
     def __init__(self, api: ApiClient, catalog: Catalog, settings: SampleSettings) -> None:
         self.api, self.catalog, self.options = api, catalog, settings
         self.dialect = api.dialect
+        self.adopter = Adopter()  # a sample whose POST lost its answer
+        self.upload_adopter = Adopter()  # an upload record whose POST lost its answer
 
     # -- settings ----------------------------------------------------------------------------------
     def defaults(self) -> dict:
@@ -146,7 +150,20 @@ class SampleRecords:
     # -- sample records ----------------------------------------------------------------------------
     def create_sample(self, name: str, settings: dict) -> int:
         """POST the sample (§8 step 2) with the mount's defaults under `settings`; its id."""
-        sample_id = self.api.create("samples", self._sample_body(name, {**self.defaults(), **settings}))
+        sent = time.time()
+        try:
+            sample_id = self.api.create("samples", self._sample_body(name, {**self.defaults(), **settings}))
+            self.adopter.answered(sample_id)
+        except RemoteError as exc:
+            if not unanswered(exc):
+                raise
+            found = self.adopter.made_anyway(self.api.samples, lambda s: s.name == name and not s.uploads, sent,
+                                             f"sample {name!r}")
+            if found is None:
+                raise maybe_made(exc, f"sample {name!r}", "samples/") from None
+            log.warning("POST samples: %s; the server had created sample %d (%s) all the same: using it",
+                        exc, found.id, name)
+            sample_id = found.id
         log.info("created sample %d (%s)", sample_id, name)
         return sample_id
 
@@ -195,9 +212,23 @@ class SampleRecords:
 
     def start_upload(self, sample_id: int, key: str, order: int, paired: bool) -> int:
         """POST the upload record `in_progress` (§8 step 3), before any byte goes to S3; its id."""
-        return self.api.create("uploads", {
-            "sample": self.dialect.upload_sample(sample_id), "key": key, "filesize": 0, "status": "in_progress",
-            "order": order, "is_paired_end": paired, "source": "api", "uri": None})
+        try:
+            upload_id = self.api.create("uploads", {
+                "sample": self.dialect.upload_sample(sample_id), "key": key, "filesize": 0, "status": "in_progress",
+                "order": order, "is_paired_end": paired, "source": "api", "uri": None})
+        except RemoteError as exc:
+            if not unanswered(exc):
+                raise
+            # a key is one file's in its sample: an in-progress record of it is this request's
+            found = self.upload_adopter.made_anyway(
+                lambda: [u for u in self.api.sample(sample_id).uploads or () if u.key == key],
+                lambda u: u.status == "in_progress", None, f"the upload record of {key}")
+            if found is None:
+                raise maybe_made(exc, f"the upload record of {key}", f"samples/{sample_id}/") from None
+            log.warning("POST uploads: %s; the server had created upload %d all the same: using it", exc, found.id)
+            return found.id
+        self.upload_adopter.answered(upload_id)
+        return upload_id
 
     def end_upload(self, upload_id: int, key: str, status: str, size: int, seconds: float) -> None:
         """PUT the upload's outcome: `completed` (lists the file in its sample) or `failed`."""

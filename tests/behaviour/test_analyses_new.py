@@ -109,6 +109,30 @@ def test_a_readers_close_sends_nothing_while_the_request_is_being_written(fs):
     assert analyses_ids(emu) == before | {new}
 
 
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_request_whose_answer_is_lost_is_not_started_twice(make_fs, dialect):
+    """The server starts the analysis, but its answer is cut off: the one it started is the answer (had the
+    close failed, the user would start a second, computing twice); without one, EIO says to look first."""
+    fs = make_fs(dialect=dialect)
+    emu = fs.emulator
+    sample = a_sample(emu)
+    before = analyses_ids(emu)
+    emu.faults_api.add(method="POST", path=r"/analyses/?$", drop_after=0)
+    request(fs, "lost.json", {"workflow": 7, "samples": [sample]})
+    new = json.loads(fs.read_text("analyses/new/lost.json"))["id"]
+    assert analyses_ids(emu) == before | {new}
+    with emu.state.lock:
+        assert emu.state.analyses[new]["samples"] == [sample]
+    request(fs, "again.json", {"workflow": 7, "samples": [sample]})  # the same once more, answered
+    again = json.loads(fs.read_text("analyses/new/again.json"))["id"]
+    emu.faults_api.add(method="POST", path=r"/analyses/?$", status=503)  # nothing started: none adopted
+    with pytest.raises(OSError) as raised:
+        request(fs, "lost.json", {"workflow": 7, "samples": [sample]})
+    assert raised.value.errno == errno.EIO
+    assert "look in analyses/ before trying again" in json.loads(fs.read_text("analyses/new/lost.json"))["error"]
+    assert analyses_ids(emu) == before | {new, again}
+
+
 def test_an_ambiguous_name_is_refused(fs):
     emu = fs.emulator
     twin = f"twin_{uuid.uuid4().hex[:6]}"
