@@ -70,6 +70,26 @@ POOL_BYTES = 32 << 20  # four 8 MiB parts: what a stream frees while its next GE
 POOL_IDLE = 5.0  # seconds a pooled buffer waits for reuse before it goes back to the system
 
 
+class Budget:
+    """A count of bytes held against a limit, shared by threads: what read-ahead has in flight, what
+    uploads hold in parts being filled. Taking never waits; the caller decides what to do instead."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
+
+
 def mapped(size: int) -> mmap.mmap:
     """Room for bytes about to be overwritten, in its own mapping: bytearray(n) zeroes its memory first
     (a profile of a stream put a quarter of the daemon's time there); a mapping gets its pages from the

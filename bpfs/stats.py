@@ -23,6 +23,7 @@ COUNTERS = (
     "uploads_completed",
     "uploads_failed",
     "bytes_uploaded",
+    "upload_parts_spilled",  # parts filled in a temporary file: the mount's memory budget for them was spent
     "fuse_errors",
     "analyses_started",  # through analyses/new/
     "analyses_refused",

@@ -170,8 +170,9 @@ class FakeBoto:
     def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict:  # noqa: N803
         self._check("put_object", Key)
         self.put_arguments.append(extra)
-        self.store.put(Bucket, Key, bytes(Body))
-        return {"ETag": hashlib.md5(bytes(Body)).hexdigest()}
+        body = _bytes(Body)
+        self.store.put(Bucket, Key, body)
+        return {"ETag": hashlib.md5(body).hexdigest()}
 
     def create_multipart_upload(self, Bucket: str, Key: str, **extra: Any) -> dict:  # noqa: N803
         self._check("create_multipart_upload", Key)
@@ -186,8 +187,8 @@ class FakeBoto:
         with self._lock:
             if UploadId not in self.multipart:
                 raise self._error("UploadPart", 404, "NoSuchUpload")
-            self.multipart[UploadId][2][PartNumber] = bytes(Body)
-        return {"ETag": hashlib.md5(bytes(Body)).hexdigest()}
+            part = self.multipart[UploadId][2][PartNumber] = _bytes(Body)
+        return {"ETag": hashlib.md5(part).hexdigest()}
 
     def complete_multipart_upload(self, Bucket: str, Key: str, UploadId: str, MultipartUpload: dict) -> dict:  # noqa: N803
         self._check("complete_multipart_upload", Key)
@@ -225,3 +226,8 @@ def in_process_objects(config: Config, store: Any, stats: Stats, read_timeout: f
     objects.client = objects.get_client = fake  # type: ignore[assignment]
     objects.fake = fake  # type: ignore[attr-defined]
     return objects
+
+
+def _bytes(body: Any) -> bytes:
+    """A body as botocore takes it: bytes, or a file (a part filled on disk) read from where it stands."""
+    return bytes(body) if isinstance(body, bytes | bytearray | memoryview) else body.read()

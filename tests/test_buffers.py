@@ -20,7 +20,8 @@ class PartStore:
     """Just enough of the ObjectClient for uploads: keeps each part as the bytes it was sent."""
 
     def __init__(self) -> None:
-        self.parts: dict[int, bytes] = {}
+        self.parts: dict[int, bytes] = {}  # of the last key that sent parts (the tests read one file's)
+        self.by_key: dict[tuple[str, int], bytes] = {}
         self.objects: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
@@ -28,16 +29,19 @@ class PartStore:
         return "u1"
 
     def upload_part(self, bucket, key, upload_id, number, body):
-        assert isinstance(body, bytes | bytearray)  # what botocore sends in one piece
+        # what botocore sends in one piece, or a part filled on disk, from its start
+        assert isinstance(body, bytes | bytearray) or body.tell() == 0
         with self.lock:
-            self.parts[number] = bytes(body)
+            part = bytes(body) if isinstance(body, bytes | bytearray) else body.read()
+            self.parts[number] = self.by_key[key, number] = part
+            self.sent_from_disk = getattr(self, "sent_from_disk", 0) + (not isinstance(body, bytes | bytearray))
         return f"e{number}"
 
     def complete_multipart_upload(self, bucket, key, upload_id, parts):
-        self.objects[key] = b"".join(self.parts[n] for n, _ in sorted(parts))
+        self.objects[key] = b"".join(self.by_key[key, n] for n, _ in sorted(parts))
 
     def put_object(self, bucket, key, body):
-        self.objects[key] = bytes(body)
+        self.objects[key] = bytes(body) if isinstance(body, bytes | bytearray) else body.read()
 
     def abort_multipart_upload(self, bucket, key, upload_id):
         pass
@@ -262,6 +266,36 @@ def test_a_small_file_costs_only_its_size():
     pool = UploadPool(store, Stats())
     stream = ObjectStream(pool, "b", "small")
     stream.append(b"@r1\nACGT\n+\nIIII\n")
-    assert len(stream._buffer) == 16 and stream._part is None
+    assert len(stream._part) == 16
     assert stream.finish() == 16 and store.objects["small"] == b"@r1\nACGT\n+\nIIII\n"
+    pool.shutdown()
+
+
+def test_files_written_at_once_past_the_filling_budget_fill_their_parts_on_disk():
+    """However many files are written at once, the parts being filled in memory stay within the mount's
+    budget: the rest fill temporary files, sent from there. Every object is exact, written round-robin
+    (a demultiplexer's outputs), and the budget is all given back."""
+    store = PartStore()
+    stats = Stats()
+    pool = UploadPool(store, stats, UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2,
+                                                 filling_bytes=MIN_PART + MiB))
+    rng = random.Random(4)
+    sizes = [2 * MIN_PART + 12345, MIN_PART // 2, MIN_PART + 7, 3 * MiB]
+    data = [rng.randbytes(n) for n in sizes]
+    streams = [ObjectStream(pool, "b", f"k{i}") for i in range(len(sizes))]
+    peak = 0
+    for offset in range(0, max(sizes), 256 * KiB):
+        for stream, body in zip(streams, data, strict=True):
+            if offset < len(body):
+                stream.append(memoryview(body)[offset:offset + 256 * KiB])
+                peak = max(peak, pool.filling.used)
+    assert peak <= MIN_PART + MiB
+    for i, stream in enumerate(streams):
+        assert stream.finish() == sizes[i] and store.objects[f"k{i}"] == data[i]
+    assert pool.filling.used == 0 and stats.snapshot()["upload_parts_spilled"] > 0 and store.sent_from_disk > 0
+    spilled = ObjectStream(pool, "b", "gone")  # a file that fails: its temporary file goes with it
+    for _ in range(3):
+        spilled.append(b"x" * MiB)
+    spilled.abort()
+    assert pool.filling.used == 0
     pool.shutdown()

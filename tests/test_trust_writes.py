@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -282,6 +283,41 @@ def test_a_sample_whose_answer_is_lost_is_created_once(make_mount, tmp_path, dia
                       what="the upload to complete")
     assert stored(emu, upload["key"]) == src.read_bytes() and f"/{sample['id']}/" in upload["key"]
     assert len(uploads_of(emu, sample["id"])) == 1
+
+
+def test_many_files_written_at_once_keep_memory_within_the_budget(make_mount):
+    """Twelve files written round-robin (a demultiplexer's outputs): the parts being filled in memory stay
+    within the mount's budget (64 MiB), the rest fill temporary files, and every file is recorded whole."""
+    m = make_mount()
+    emu = m.emulator
+    name = unique("demux")
+    draft = new_draft(m, name)
+    rng = random.Random(12)
+    size = 10 * MiB + 99
+    piece = 1 * MiB
+    files = {f"{name}_{i:02d}.fastq": bytearray() for i in range(12)}
+    handles = {n: open(draft / n, "wb") for n in files}  # noqa: SIM115 - closed below
+    peak, filling = 0, 0
+    try:
+        for offset in range(0, size, piece):
+            for n, f in handles.items():
+                chunk = rng.randbytes(min(piece, size - offset))
+                files[n] += chunk
+                f.write(chunk)
+            for f in handles.values():
+                f.flush()
+            filling = m.stats()["upload_pool"]["filling"]
+            peak = max(peak, filling)
+    finally:
+        for f in handles.values():
+            f.close()
+    assert peak <= 64 * MiB
+    assert m.stats()["upload_parts_spilled"] > 0 and m.stats()["upload_pool"]["filling"] == 0
+    sample_id = the_sample(emu, name)["id"]
+    uploads = {u["key"].rsplit("/", 1)[-1]: u for u in uploads_of(emu, sample_id)}
+    assert set(uploads) == set(files)
+    for n, data in files.items():
+        assert uploads[n]["status"] == "completed" and stored(emu, uploads[n]["key"]) == bytes(data), n
 
 
 # -- the way back: rm -----------------------------------------------------------------------------------------

@@ -3,22 +3,26 @@
 Bytes collect in a buffer; every full part goes to a small shared pool of uploader threads
 as an UploadPart of a multipart upload that is started with the first full part. A file
 smaller than one part (an empty one too) becomes one PutObject at the end, as `aws s3 cp`
-does below its multipart threshold. Memory is bounded: per file one part being filled plus
-at most `PER_FILE` parts in flight, and across the mount at most `pool.max_parts` parts in
-flight; a writer that would exceed either waits (backpressure) until S3 has taken a part.
+does below its multipart threshold. Memory is bounded across the mount, however many files are
+written at once: at most `max_parts` parts in flight (a writer that would exceed it, or its own
+`per_file`, waits until S3 has taken a part), and at most `filling_bytes` of parts being filled;
+beyond that a file fills its part in a temporary file (as s3fs-fuse and rclone's cache do for every
+write), which is sent from there, so sixty files written at once cost disk, not 500 MB of memory.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from bpfs.errors import BpfsError, RemoteError, kept
-from bpfs.memory import BufferPool
+from bpfs.memory import Budget, BufferPool
 from bpfs.remote.s3 import ObjectClient
 from bpfs.stats import Stats
 
@@ -27,6 +31,7 @@ log = logging.getLogger("bpfs.upload")
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's limit
 GROW_EVERY = 1000  # the part size grows by one base part every 1000 parts (files above 8 GiB)
+GROW_STEP = 1 << 20  # a first part takes the filling budget in steps of this (a FUSE write's size)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,11 @@ class UploadConfig:
     # parts of one file in flight: on a link that caps each connection, one cp needs as many connections as
     # boto3's upload_file uses (10 threads)
     per_file: int = 10
-    max_parts: int = 10  # parts in flight across the mount: at most 10 x 8 MiB, plus each file's one being filled
+    max_parts: int = 10  # parts in flight across the mount: at most 10 x 8 MiB
+    # parts being filled, in memory, across the mount: eight files at full speed (a `parallel -j 8 cp`); more
+    # files written at once fill theirs in temporary files
+    filling_bytes: int = 64 << 20
+    spill_dir: str | None = None  # where those go: None is $TMPDIR or /tmp
 
 
 class UploadPool:
@@ -53,7 +62,13 @@ class UploadPool:
         # the next file of a `cp *.fastq.gz` reuses it. bytearrays, which botocore sends in one piece.
         self.buffers = BufferPool(capacity=self.config.max_parts * self.part_size, smallest=MIN_PART,
                                   make=bytearray, sweep=True)
-        stats.section("upload_pool", lambda: {"bytes": self.buffers.bytes})  # back to 0 once nobody writes
+        self.filling = Budget(self.config.filling_bytes)  # memory held by parts being filled
+        stats.section("upload_pool", lambda: {"bytes": self.buffers.bytes, "filling": self.filling.used})
+
+    def spill(self) -> BinaryIO:
+        """A part's temporary file: unlinked at once, so nothing is left behind whatever happens."""
+        self.stats.add("upload_parts_spilled")
+        return tempfile.TemporaryFile(dir=self.config.spill_dir)  # noqa: SIM115 - closed once sent
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
@@ -71,9 +86,12 @@ class ObjectStream:
         self.size = 0  # bytes accepted so far
         self.uploaded = 0  # bytes S3 has acknowledged (parts done): the progress `bpfs status` shows
         self.upload_id: str | None = None
-        self._buffer = bytearray()  # the first part, grown as written: a small file costs only its size
-        self._part: bytearray | None = None  # each later part, whole from the start (see UploadPool.buffers)
+        # the part being filled: the first grows as written (a small file costs only its size), each later
+        # one is whole from the start (see UploadPool.buffers); or, past the mount's budget, a temporary file
+        self._part: bytearray | BinaryIO | None = None
+        self._spilled = False
         self._filled = 0  # bytes written into it
+        self._held = 0  # bytes of the pool's filling budget it holds
         self._parts: dict[int, str] = {}  # part number -> ETag
         self._futures: list[Future] = []
         self._slots = threading.BoundedSemaphore(pool.config.per_file)
@@ -93,17 +111,16 @@ class ObjectStream:
         self.check()
         try:
             self.size += len(data)
-            if self._part is None and self.upload_id is None:
-                self._buffer += data
-                size = self.part_size(1)
-                if len(self._buffer) < size:
-                    return
-                first, self._buffer = self._buffer, bytearray()
-                data = bytes(memoryview(first)[size:])  # what spilled over starts the second part
-                del first[size:]
-                self._ship(first)
-                self._next_part()
-            self._fill(data)
+            view = memoryview(data).cast("B")
+            while len(view):
+                if self._part is None:
+                    self._start_part()
+                n = min(self.part_size(self._next_number()) - self._filled, len(view))
+                self._put(view[:n])
+                view = view[n:]
+                if self._filled == self.part_size(self._next_number()):
+                    self._ship(self._take_part())
+                    self._start_part()  # taken now, while the writer waits anyway (a pool buffer, or a file)
         except BaseException as exc:
             self._fail(exc if isinstance(exc, BpfsError) else RemoteError(f"s3://{self.bucket}/{self.key}: {exc!r}"))
             raise
@@ -113,17 +130,18 @@ class ObjectStream:
         self.check()
         try:
             if self.upload_id is None:
-                body, self._buffer = self._buffer, bytearray()
-                self.objects.put_object(self.bucket, self.key, body)
-                self.uploaded += len(body)
-                self.pool.stats.add("bytes_uploaded", len(body))
+                body = self._take_part() if self._part is not None else bytearray()
+                try:
+                    self.objects.put_object(self.bucket, self.key, _rewound(body))
+                finally:
+                    _close(body)
+                self.uploaded += self.size
+                self.pool.stats.add("bytes_uploaded", self.size)
                 return self.size
-            part, self._part = self._part, None
-            if part is not None and self._filled:
-                del part[self._filled:]  # the last part: only what was written
-                self._ship(part)
-            elif part is not None:
-                self.pool.buffers.give(part)
+            if self._part is not None and self._filled:
+                self._ship(self._take_part())  # the last part: only what was written
+            elif self._part is not None:
+                self._drop_part()
             self._drain()
             self.check()
             self.objects.complete_multipart_upload(self.bucket, self.key, self.upload_id,
@@ -142,7 +160,7 @@ class ObjectStream:
 
     def abort(self) -> None:
         """Give up: wait for the parts in flight, then abort the multipart upload (best effort)."""
-        self._buffer, self._part = bytearray(), None
+        self._drop_part()
         self._drain()
         upload_id, self.upload_id = self.upload_id, None
         if upload_id is None:
@@ -162,29 +180,66 @@ class ObjectStream:
     def _next_number(self) -> int:
         return len(self._futures) + 1
 
-    def _next_part(self) -> None:
-        self._part, self._filled = self.pool.buffers.take(self.part_size(self._next_number())), 0
+    def _start_part(self) -> None:
+        number = self._next_number()
+        self._filled, self._spilled = 0, False
+        if number == 1:
+            self._part = bytearray()  # grows as written, holding the budget as it grows (_put)
+        elif self.pool.filling.take(size := self.part_size(number)):
+            self._part, self._held = self.pool.buffers.take(size), size
+        else:
+            self._part, self._spilled = self.pool.spill(), True
 
-    def _fill(self, data: bytes | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):
-            part = self._part
-            assert part is not None
-            n = min(len(part) - self._filled, len(view))
+    def _put(self, chunk: memoryview) -> None:
+        part = self._part
+        if self._spilled:
+            part.write(chunk)
+        elif self._next_number() > 1:
             # through a view of the part: `bytearray[a:b] = memoryview` copies the right side into a
             # temporary bytearray first (CPython), a fresh 1 MiB mapping per FUSE write
             with memoryview(part) as target:
-                target[self._filled:self._filled + n] = view[:n]
-            self._filled += n
-            view = view[n:]
-            if self._filled == len(part):
-                self._part = None
-                self._ship(part)
-                self._next_part()
+                target[self._filled:self._filled + len(chunk)] = chunk
+        else:
+            need = self._filled + len(chunk)
+            if need > self._held:
+                more = min(self.part_size(1), -(-need // GROW_STEP) * GROW_STEP) - self._held
+                if self.pool.filling.take(more):
+                    self._held += more
+                else:  # the mount's budget is spent: on to disk with what this part holds so far
+                    spill = self.pool.spill()
+                    spill.write(part)
+                    self._part, self._spilled = spill, True
+                    self._let_go()
+                    spill.write(chunk)
+                    self._filled += len(chunk)
+                    return
+            part += chunk
+        self._filled += len(chunk)
 
-    def _ship(self, part: bytearray) -> None:
+    def _take_part(self) -> bytearray | BinaryIO:
+        """The part being filled, cut to what was written, out of the filling budget (it is sent next)."""
+        part, self._part = self._part, None
+        if not self._spilled and len(part) > self._filled:
+            del part[self._filled:]
+        self._let_go()
+        return part
+
+    def _drop_part(self) -> None:
+        part, self._part = self._part, None
+        if part is not None and not self._spilled and self._next_number() > 1:
+            self.pool.buffers.give(part)
+        _close(part)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        held, self._held = self._held, 0
+        if held:
+            self.pool.filling.give(held)
+
+    def _ship(self, part: bytearray | BinaryIO) -> None:
         number = self._next_number()
         if number > MAX_PARTS:
+            _close(part)
             raise BpfsError(f"s3://{self.bucket}/{self.key}: more than {MAX_PARTS} parts (file too large)", errno.EFBIG)
         if self.upload_id is None:
             self.upload_id = self.objects.create_multipart_upload(self.bucket, self.key)
@@ -197,6 +252,7 @@ class ObjectStream:
         except BaseException:
             self.pool.slots.release()
             self._slots.release()
+            _close(part)
             raise
         self._futures.append(future)
         future.add_done_callback(self._release)
@@ -210,23 +266,27 @@ class ObjectStream:
         after the writer has been woken (the future's callbacks run first), and a part it still held
         could not be handed out again for the writer's next part."""
         part = box.pop()
-        with self._error_lock:
-            if self._error is not None:
-                return  # the upload is lost anyway: don't spend bandwidth on it
         try:
-            etag = self.objects.upload_part(self.bucket, self.key, self.upload_id, number, part)
-        except BpfsError as exc:
-            self._fail(kept(exc))  # kept with its stack, the failed part's buffer would stay with the upload
-            return
-        except Exception as exc:  # noqa: BLE001 - a bug must still fail the file, not hang it
-            log.exception("part %d of s3://%s/%s", number, self.bucket, self.key)
-            self._fail(RemoteError(f"part {number} of s3://{self.bucket}/{self.key}: {exc!r}"))
-            return
-        self._parts[number] = etag
-        self.uploaded += len(part)
-        self.pool.stats.add("bytes_uploaded", len(part))
-        if len(part) == self.part_size(number):  # a last part, cut to its length, fits no later part
-            self.pool.buffers.give(part)
+            with self._error_lock:
+                if self._error is not None:
+                    return  # the upload is lost anyway: don't spend bandwidth on it
+            size = _length(part)
+            try:
+                etag = self.objects.upload_part(self.bucket, self.key, self.upload_id, number, _rewound(part))
+            except BpfsError as exc:
+                self._fail(kept(exc))  # kept with its stack, the failed part's buffer would stay with the upload
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug must still fail the file, not hang it
+                log.exception("part %d of s3://%s/%s", number, self.bucket, self.key)
+                self._fail(RemoteError(f"part {number} of s3://{self.bucket}/{self.key}: {exc!r}"))
+                return
+            self._parts[number] = etag
+            self.uploaded += size
+            self.pool.stats.add("bytes_uploaded", size)
+            if isinstance(part, bytearray) and size == self.part_size(number):  # a cut last part fits no other
+                self.pool.buffers.give(part)
+        finally:
+            _close(part)
 
     def _fail(self, exc: BaseException) -> None:
         with self._error_lock:
@@ -236,3 +296,19 @@ class ObjectStream:
     def _drain(self) -> None:
         if self._futures:
             wait(self._futures)
+
+
+def _length(part: bytearray | BinaryIO) -> int:
+    return len(part) if isinstance(part, bytearray) else part.seek(0, 2)
+
+
+def _rewound(part: bytearray | BinaryIO) -> bytearray | BinaryIO:
+    """A body to send: a temporary file is read from its start (botocore rewinds it again on a retry)."""
+    if not isinstance(part, bytearray):
+        part.seek(0)
+    return part
+
+
+def _close(part: bytearray | BinaryIO | None) -> None:
+    if part is not None and not isinstance(part, bytearray):
+        part.close()
