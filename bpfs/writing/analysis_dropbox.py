@@ -36,6 +36,7 @@ class RequestFile:
         self.pending = False  # written since the last answer: the last close sends it
         self.opener: int | None = None
         self.writers = 0  # open writable handles: only the last of them sends; a reader's close never does
+        self.removed = False  # rm took it back: what is still written into it goes nowhere, as on a disk
         self.mtime = time.time()
 
     @property
@@ -148,7 +149,7 @@ class AnalysisDropBox(Subtree):
             if offset > len(content):
                 content.extend(b"\0" * (offset - len(content)))
             content[offset:offset + len(data)] = data
-            f.content, f.pending, f.mtime = bytes(content), True, time.time()
+            f.content, f.pending, f.mtime = bytes(content), not f.removed, time.time()
         return len(data)
 
     def close(self, f: RequestFile, caller: int | None) -> None:
@@ -194,11 +195,14 @@ class AnalysisDropBox(Subtree):
         f.content, f.mtime = _pretty(record), time.time()
 
     def unlink(self, path: str) -> None:
+        """rm forgets the file; a request still being written when it is removed is never sent."""
         self._writing(path, "unlink")
         f = self._file(path)
         with self._lock:
             if self._files.get(f.name) is f:
                 del self._files[f.name]
+        with f.lock:
+            f.pending, f.removed = False, True
 
     def truncate(self, path: str, length: int) -> None:
         self._writing(path, "truncate")

@@ -133,6 +133,20 @@ def test_a_request_whose_answer_is_lost_is_not_started_twice(make_fs, dialect):
     assert analyses_ids(emu) == before | {new, again}
 
 
+def test_a_request_removed_while_being_written_is_never_sent(fs):
+    emu = fs.emulator
+    sample = a_sample(emu)
+    before = analyses_ids(emu)
+    path = "analyses/new/changed-my-mind.json"
+    body = json.dumps({"workflow": 7, "samples": [sample]}).encode()
+    writer = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fs.write_fd(writer, body[:10])
+    fs.unlink(path)
+    fs.write_fd(writer, body[10:])
+    fs.close(writer)
+    assert analyses_ids(emu) == before and not fs.exists(path)
+
+
 def test_an_ambiguous_name_is_refused(fs):
     emu = fs.emulator
     twin = f"twin_{uuid.uuid4().hex[:6]}"
