@@ -37,10 +37,12 @@ log = logging.getLogger("bpfs.api")
 
 PAGE_SIZE = 100  # the v3 client's page size; a Tastypie server pages 20 when no limit is sent
 CONNECT_TIMEOUT = 5.0
-# Idempotent requests are retried on refused connections and 5xx with backoff 0.25, 0.5, 1 s, but
-# a server that stalls is retried once only: one call costs at most 2 * (5 s + timeout) + 2 s.
+# Idempotent requests are retried on refused connections and 5xx with backoff 0, 0.5, 1 s (a Retry-After
+# within what is left of RETRY_WAITS), but a server that stalls is retried once only: one call costs at
+# most 2 * (5 s + timeout) + 2 s.
 RETRIES = 3
 READ_RETRIES = 1
+RETRY_WAITS = 2.0  # seconds one call may sleep between its attempts, all of them together
 MAX_BODY = 64 << 20  # one reply; a page of 100 analyses is ~200 KB, a detail with 10,000 files ~5 MB
 MAX_LIST_OBJECTS = 100_000  # one collection; the largest accounts hold thousands, and 100k records is ~200 MB
 MAX_REDIRECTS = 3  # same-origin redirects (a trailing slash added by the server)
@@ -56,13 +58,40 @@ class Reply:
     is_redirect: bool = False
 
 
+class BoundedRetry(Retry):
+    """urllib3's Retry whose sleeps between one call's attempts total at most RETRY_WAITS. A server's
+    Retry-After is honoured within that: "Retry-After: 3600" (or its HTTP-date form) on a 503 would
+    otherwise hold a listing, and the FUSE call waiting on it, for an hour. One that cannot be read
+    falls back to the backoff instead of failing the call."""
+
+    waited = 0.0  # slept so far in this call; each attempt's Retry is a new() copy of the last
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        retry = super().new(**kw)
+        retry.waited = self.waited
+        return retry
+
+    def sleep(self, response: urllib3.BaseHTTPResponse | None = None) -> None:
+        wait = self.get_backoff_time()
+        if self.respect_retry_after_header and response is not None:
+            try:
+                asked = self.get_retry_after(response)
+            except urllib3.exceptions.InvalidHeader:
+                asked = None
+            wait = asked if asked is not None else wait
+        wait = max(0.0, min(wait, RETRY_WAITS - self.waited))
+        self.waited += wait
+        if wait:
+            time.sleep(wait)
+
+
 class ApiClient:
     def __init__(self, config: Config, stats: Stats | None = None, retries: int = RETRIES) -> None:
         self.config = config
         self.stats = stats or Stats()
         self.dialect: Dialect = dialect_for(config.dialect, config.base_url)
         self.session = requests.Session()
-        retry = Retry(
+        retry = BoundedRetry(
             total=retries,
             connect=retries,
             read=min(retries, READ_RETRIES),
@@ -138,7 +167,7 @@ class ApiClient:
     @property
     def bound(self) -> float:
         """The longest one call may take, as the README says: its attempts, then its reply."""
-        return (READ_RETRIES + 1) * (CONNECT_TIMEOUT + self.config.timeout) + 2
+        return (READ_RETRIES + 1) * (CONNECT_TIMEOUT + self.config.timeout) + RETRY_WAITS
 
     def _read_body(self, method: str, resource: str, response: requests.Response, deadline: float) -> bytes:
         """The reply body, at most MAX_BODY bytes, by the deadline: a server that trickles a reply is cut off."""

@@ -1,0 +1,82 @@
+"""Trust off the happy path, the REST client: a misbehaving Basepair API costs bounded time and memory.
+
+Throttling with an absurd Retry-After, pages smaller than asked, a byte that is not UTF-8, a reply cut
+once mid-body, a detail that answers for another record, a flood of bytes or a slow trickle of pages:
+each costs at most the records it broke, and every wait is bounded. In-process clients over real HTTP,
+and real mounts where the user-visible result matters.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+
+import pytest
+
+from bpfs.errors import RemoteError
+from bpfs.remote import api as api_module
+from bpfs.remote.api import ApiClient
+from bpfs.remote.config import parse_config
+
+ANALYSIS = 10000
+
+
+@pytest.fixture
+def emu():
+    """An account of its own (155 analyses): these tests break its replies on purpose."""
+    from bpfs.emulator import Emulator
+
+    with Emulator(big_file_mib=1, bam_reads=300, extra_analyses=150) as emulator:
+        yield emulator
+
+
+def client(emulator, timeout: float | None = None) -> ApiClient:
+    data = emulator.config_v3()
+    if timeout is not None:
+        data["api_v3"]["timeout"] = timeout
+    return ApiClient(parse_config(data, environ={}))
+
+
+def within(seconds: float, call):
+    """`call()`, failing the test (not hanging it) when it takes longer than `seconds`."""
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still waiting after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def analysis_ids(emulator) -> set[str]:
+    return {str(i) for i in emulator.state.table("analyses")}
+
+
+# -- 1. Retry-After is obeyed only within the call's budget -------------------------------------------------------
+@pytest.mark.parametrize("form", ["seconds", "http-date", "garbage"])
+def test_a_retry_after_of_an_hour_costs_seconds(emu, form):
+    value = {"seconds": "3600", "http-date": email.utils.formatdate(time.time() + 3600, usegmt=True),
+             "garbage": "after lunch"}[form]
+    c = client(emu)
+    rule = emu.faults_api.add(method="GET", path=r"/genomes$", status=503, headers={"Retry-After": value}, times=2)
+    started = time.monotonic()
+    assert len(within(20, c.genomes)) == len(emu.state.table("genomes"))
+    assert rule.hits == 2 and time.monotonic() - started < api_module.RETRY_WAITS + 2
+
+
+def test_a_server_that_always_says_retry_later_is_given_up_within_the_bound(emu):
+    c = client(emu, timeout=1)
+    emu.faults_api.add(method="GET", path=r"/genomes$", status=503, headers={"Retry-After": "3600"}, times=None)
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="HTTP 503"):
+        within(30, c.genomes)
+    assert time.monotonic() - started < c.bound
