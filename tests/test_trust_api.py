@@ -9,6 +9,7 @@ and real mounts where the user-visible result matters.
 from __future__ import annotations
 
 import email.utils
+import os
 import threading
 import time
 
@@ -18,6 +19,7 @@ from bpfs.errors import RemoteError
 from bpfs.remote import api as api_module
 from bpfs.remote.api import ApiClient
 from bpfs.remote.config import parse_config
+from tests.test_trust_server import rewrite
 
 ANALYSIS = 10000
 
@@ -80,3 +82,44 @@ def test_a_server_that_always_says_retry_later_is_given_up_within_the_bound(emu)
     with pytest.raises(RemoteError, match="HTTP 503"):
         within(30, c.genomes)
     assert time.monotonic() - started < c.bound
+
+
+# -- 2. a server that pages smaller than asked ----------------------------------------------------------------------
+def twenty_per_page(payload, _params):
+    payload["objects"] = payload["objects"][:20]  # what a Tastypie server with max_limit=20 sends for limit=100
+    return payload
+
+
+def test_a_server_that_pages_20_lists_everything(emu):
+    rewrite(emu, r"/analyses$", twenty_per_page)
+    assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
+
+
+def test_a_server_that_pages_20_without_a_count_lists_everything(emu):
+    def no_count(payload, params):
+        payload.pop("meta")
+        return twenty_per_page(payload, params)
+
+    rewrite(emu, r"/analyses$", no_count)
+    assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
+
+
+def test_a_server_that_pages_20_mounts_everything(make_mount, emu):
+    rewrite(emu, r"/analyses$", twenty_per_page)
+    m = make_mount(emu=emu)
+    assert analysis_ids(emu) <= set(os.listdir(m.path / "analyses"))
+
+
+def test_a_server_that_trickles_one_record_a_page_is_still_stopped(emu):
+    pages = []
+
+    def one_a_page(payload, params):
+        pages.append(params.get("offset"))
+        payload["objects"] = [{"id": 900000 + int(params.get("offset", 0)), "name": "x"}]
+        payload["meta"]["total_count"] = 5000
+        return payload
+
+    rewrite(emu, r"/analyses$", one_a_page)
+    with pytest.raises(RemoteError, match="listing stopped"):
+        within(30, client(emu).analyses)
+    assert len(pages) <= 5000 / api_module.PAGE_SIZE + 1

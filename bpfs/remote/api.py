@@ -36,6 +36,9 @@ from bpfs.stats import Stats
 log = logging.getLogger("bpfs.api")
 
 PAGE_SIZE = 100  # the v3 client's page size; a Tastypie server pages 20 when no limit is sent
+# A server may page fewer than asked (Tastypie caps `limit` at its max_limit) but no fewer than its default
+# page: pages of one record would let a count of thousands ask for thousands of pages
+MIN_SERVER_PAGE = 20
 CONNECT_TIMEOUT = 5.0
 # Idempotent requests are retried on refused connections and 5xx with backoff 0, 0.5, 1 s (a Retry-After
 # within what is left of RETRY_WAITS), but a server that stalls is retried once only: one call costs at
@@ -221,14 +224,16 @@ class ApiClient:
     def list(self, resource: str, params: dict | None = None) -> list[dict]:
         """Every object of a collection, in pages; a bare list is the whole collection.
 
+        A server may page fewer than asked: its first page tells how many a page holds (20 or more).
         A broken server cannot make this loop: a page that repeats only what was seen, more pages
-        than `total_count` could need, or more than MAX_LIST_OBJECTS objects stop it with an error.
+        than `total_count` could need at that size, or more than MAX_LIST_OBJECTS objects stop it
+        with an error.
         A listing answered 404 is an error too (EIO), never an empty directory.
         """
         objects: list[dict] = []
         seen: set = set()
         offset = 0
-        max_pages: int | None = None
+        per_page = max_pages = 0  # learnt from the first page
         for page_number in range(1, 1 << 30):
             try:
                 body = self.get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
@@ -243,9 +248,9 @@ class ApiClient:
             if total is not None and total > MAX_LIST_OBJECTS:
                 raise RemoteError(f"GET {resource}: the API claims {total} records; bpfs lists at most "
                                   f"{MAX_LIST_OBJECTS}")
-            if max_pages is None:  # what the count honestly needs, plus one; without a count, the global cap
-                max_pages = math.ceil(total / PAGE_SIZE) + 1 if total is not None else \
-                    math.ceil(MAX_LIST_OBJECTS / PAGE_SIZE) + 1
+            if not per_page:  # the pages the count honestly needs, plus one; without a count, the global cap
+                per_page = len(page) if min(MIN_SERVER_PAGE, PAGE_SIZE) <= len(page) <= PAGE_SIZE else PAGE_SIZE
+                max_pages = math.ceil((total if total is not None else MAX_LIST_OBJECTS) / per_page) + 1
             fresh = []
             for obj in page:
                 ident = _identity(obj)
@@ -265,7 +270,7 @@ class ApiClient:
                     log.warning("GET %s: %d of the %d records announced (some were deleted while paging?)",
                                 resource, len(objects), total)
                 return objects
-            if total is None and len(page) < PAGE_SIZE:
+            if total is None and len(page) < per_page:
                 return objects  # no usable count: a short page is the last one
             if total is not None and len(objects) >= total:
                 return objects
