@@ -9,6 +9,7 @@ and real mounts where the user-visible result matters.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import threading
 import time
@@ -123,3 +124,24 @@ def test_a_server_that_trickles_one_record_a_page_is_still_stopped(emu):
     with pytest.raises(RemoteError, match="listing stopped"):
         within(30, client(emu).analyses)
     assert len(pages) <= 5000 / api_module.PAGE_SIZE + 1
+
+
+# -- 3. a byte that is not UTF-8 costs a character ----------------------------------------------------------------
+def bad_byte_in_a_name(payload, params):
+    if params.get("offset") == "0":
+        payload["objects"][0]["name"] = "bad-MARK-name"
+    return json.dumps(payload).encode().replace(b"MARK", b"\xff")
+
+
+def test_invalid_utf8_in_one_record_costs_a_character(emu):
+    rewrite(emu, r"/analyses$", bad_byte_in_a_name)
+    analyses = client(emu).analyses()
+    assert {str(a.id) for a in analyses} == analysis_ids(emu)
+    assert "bad-\ufffd-name" in {a.name for a in analyses}
+
+
+def test_invalid_utf8_in_one_record_does_not_blank_analyses(make_mount, emu):
+    rewrite(emu, r"/analyses$", bad_byte_in_a_name)
+    m = make_mount(emu=emu)
+    assert analysis_ids(emu) <= set(os.listdir(m.path / "analyses"))
+    assert "bad-\ufffd-name" in (m.path / "analyses" / "index.tsv").read_text()

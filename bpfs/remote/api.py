@@ -405,20 +405,23 @@ def _number(text: str) -> int | str:
 
 
 def parse_json(content: bytes, where: str) -> Any:
+    """A reply's JSON. Decoded as json.loads would (UTF-8, -16 or -32), except that a byte which is not
+    in that encoding becomes U+FFFD: one bad byte in one record's name costs a character, not the reply."""
+    text = content.decode(json.detect_encoding(content), errors="replace")
     try:
-        parsed = json.loads(content, parse_int=_number)
+        parsed = json.loads(text, parse_int=_number)
     except RecursionError:
         raise RemoteError(f"{where}: the API answered JSON nested too deeply") from None
     except ValueError:
         raise RemoteError(f"{where}: the API answered with something that is not JSON") from None
-    if _SURROGATE_ESCAPE.search(content):
+    if _SURROGATE_ESCAPE.search(text):
         parsed = _whole_characters(parsed)
     return parsed
 
 
 # A JSON escape of a UTF-16 surrogate: in a pair it decodes to one character, alone (a cut-off emoji)
 # it decodes to a lone surrogate, which no UTF-8 name, TSV or JSON file can hold
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _whole_characters(value: Any) -> Any:
