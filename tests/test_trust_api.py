@@ -145,3 +145,25 @@ def test_invalid_utf8_in_one_record_does_not_blank_analyses(make_mount, emu):
     m = make_mount(emu=emu)
     assert analysis_ids(emu) <= set(os.listdir(m.path / "analyses"))
     assert "bad-\ufffd-name" in (m.path / "analyses" / "index.tsv").read_text()
+
+
+# -- 4. a reply cut once is asked again ------------------------------------------------------------------------
+def test_a_reply_cut_once_is_fetched_again(emu):
+    rule = emu.faults_api.add(method="GET", path=r"/analyses$", drop_after=300, times=1)
+    assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
+    assert rule.hits == 1
+
+
+def test_a_reply_cut_every_time_fails_within_the_bound(emu):
+    c = client(emu, timeout=1)
+    emu.faults_api.add(method="GET", path=r"/analyses$", drop_after=300, times=None)
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="broke off"):
+        within(30, c.analyses)
+    assert time.monotonic() - started < c.bound
+
+
+def test_a_listing_cut_once_mounts_complete(make_mount, emu):
+    m = make_mount(emu=emu)
+    emu.faults_api.add(method="GET", path=r"/analyses$", drop_after=300, times=1)
+    assert analysis_ids(emu) <= set(os.listdir(m.path / "analyses"))

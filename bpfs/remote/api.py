@@ -61,6 +61,22 @@ class Reply:
     is_redirect: bool = False
 
 
+class BrokenOff(RemoteError):
+    """A reply whose body stopped before its end (the connection dropped): worth asking again once."""
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # what urllib3 retries too
+
+
+def _session(retry: Retry) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "bpfs"
+    return session
+
+
 class BoundedRetry(Retry):
     """urllib3's Retry whose sleeps between one call's attempts total at most RETRY_WAITS. A server's
     Retry-After is honoured within that: "Retry-After: 3600" (or its HTTP-date form) on a 503 would
@@ -93,8 +109,7 @@ class ApiClient:
         self.config = config
         self.stats = stats or Stats()
         self.dialect: Dialect = dialect_for(config.dialect, config.base_url)
-        self.session = requests.Session()
-        retry = BoundedRetry(
+        self.session = _session(BoundedRetry(
             total=retries,
             connect=retries,
             read=min(retries, READ_RETRIES),
@@ -102,15 +117,12 @@ class ApiClient:
             redirect=0,
             backoff_factor=0.25,
             status_forcelist=(500, 502, 503, 504),
-            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
+            allowed_methods=IDEMPOTENT,
             raise_on_status=False,
             raise_on_redirect=False,
             respect_retry_after_header=True,
-        )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "bpfs"
+        ))
+        self.once = _session(Retry(0, read=False, redirect=0, raise_on_redirect=False))  # asking again, below
         self.auth = {"username": config.username, "api_key": config.api_key}
         self.user: dict | None = None
         self.watchdog = Watchdog()
@@ -154,18 +166,32 @@ class ApiClient:
         return reply, content
 
     def exchange(self, method: str, resource: str, url: str, query: dict, body: Any) -> tuple[Reply, bytes]:
-        """The transport: one HTTP request, its reply and body. The only method a fake client replaces."""
-        started = time.monotonic()
-        try:
-            response = self.session.request(method, url, params=query, json=body, stream=True,
-                                            allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
-            with response:
-                content = self._read_body(method, resource, response, started + self.bound)
-        except requests.RequestException as exc:
-            self.stats.add("api_errors")
-            raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
-                              f"{unreachable_reason(exc, self.config.timeout)}") from None
-        return Reply(response.status_code, response.headers, response.is_redirect), content
+        """The transport: one HTTP request, its reply and body. The only method a fake client replaces.
+
+        A body cut off mid-reply (a dropped connection) is asked for once more when the method is
+        idempotent and a whole attempt still fits in the call's bound; that second request is not retried
+        by urllib3 (`self.once`), so the call stays within `bound`."""
+        deadline = time.monotonic() + self.bound
+        session = self.session
+        while True:
+            try:
+                response = session.request(method, url, params=query, json=body, stream=True,
+                                           allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
+                with response:
+                    content = self._read_body(method, resource, response, deadline)
+            except requests.RequestException as exc:
+                self.stats.add("api_errors")
+                raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
+                                  f"{unreachable_reason(exc, self.config.timeout)}") from None
+            except BrokenOff as exc:
+                if session is self.once or method not in IDEMPOTENT or \
+                        deadline - time.monotonic() < CONNECT_TIMEOUT + self.config.timeout:
+                    raise RemoteError(str(exc)) from None
+                log.debug("%s; asking again", exc)
+                self.stats.add("api_requests")
+                session = self.once
+                continue
+            return Reply(response.status_code, response.headers, response.is_redirect), content
 
     @property
     def bound(self) -> float:
@@ -187,7 +213,7 @@ class ApiClient:
                     chunk = raw.read1(1 << 16, decode_content=True)  # as requests would: gzip undone
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     if time.monotonic() < deadline:
-                        raise RemoteError(f"{method} {resource}: the API's answer broke off ({exc})") from None
+                        raise BrokenOff(f"{method} {resource}: the API's answer broke off ({exc})") from None
                     chunk = b""
                 if time.monotonic() > deadline:
                     raise RemoteError(f"{method} {resource}: the API's answer took more than {self.bound:.0f} s")
