@@ -9,6 +9,7 @@ and real mounts where the user-visible result matters.
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import os
 import threading
@@ -167,3 +168,25 @@ def test_a_listing_cut_once_mounts_complete(make_mount, emu):
     m = make_mount(emu=emu)
     emu.faults_api.add(method="GET", path=r"/analyses$", drop_after=300, times=1)
     assert analysis_ids(emu) <= set(os.listdir(m.path / "analyses"))
+
+
+# -- 5. a detail must be the record asked for -------------------------------------------------------------------
+def another_id(payload, _params):
+    payload["id"] = ANALYSIS + 1
+    return payload
+
+
+def test_a_detail_for_another_record_is_an_error(emu):
+    rewrite(emu, rf"/analyses/{ANALYSIS}$", another_id)
+    with pytest.raises(RemoteError, match=f"asked for analysis {ANALYSIS}.* {ANALYSIS + 1}"):
+        client(emu).analysis(ANALYSIS)
+
+
+def test_a_detail_for_another_record_is_eio_not_a_substitute(make_mount, emu):
+    rewrite(emu, rf"/analyses/{ANALYSIS}$", another_id)
+    m = make_mount(emu=emu)
+    with pytest.raises(OSError) as raised:
+        os.listdir(m.path / "analyses" / str(ANALYSIS))
+    assert raised.value.errno == errno.EIO
+    assert f"asked for analysis {ANALYSIS}" in m.log.read_text()
+    assert "Traceback" not in m.log.read_text()

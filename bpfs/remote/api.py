@@ -357,19 +357,22 @@ class ApiClient:
         return self.parsed("sample", self.list("samples"), lambda r: Sample.parse(r, self.config.bucket))
 
     def sample(self, sample_id: int) -> Sample:
-        return self._detail("sample", f"samples/{sample_id}", lambda r: Sample.parse(r, self.config.bucket))
+        return self._detail("sample", f"samples/{sample_id}", sample_id, lambda r: Sample.parse(r, self.config.bucket))
 
     def analyses(self) -> list[Analysis]:
         return self.parsed("analysis", self.list("analyses"), lambda r: Analysis.parse(r, self.config.bucket))
 
     def analysis(self, analysis_id: int) -> Analysis:
-        record = self._detail("analysis", f"analyses/{analysis_id}", lambda r: Analysis.parse(r, self.config.bucket))
+        record = self._detail("analysis", f"analyses/{analysis_id}", analysis_id,
+                              lambda r: Analysis.parse(r, self.config.bucket))
         if record.files is None:  # an analysis without files answers []: a detail without the list is broken
             self.stats.add("bad_records")
             raise RemoteError(f"GET analyses/{analysis_id}: the API's detail has no file list")
         return record
 
-    def _detail(self, kind: str, resource: str, parse: Callable[[dict], T]) -> T:
+    def _detail(self, kind: str, resource: str, record_id: int, parse: Callable[[dict], T]) -> T:
+        """The detail of one record, which must be that record: another id in its place is an error for
+        this one (EIO), never shown under its name."""
         body = self.get_json(resource)
         if not isinstance(body, dict):
             raise RemoteError(f"GET {resource}: expected a JSON object")
@@ -378,6 +381,10 @@ class ApiClient:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             self.stats.add("bad_records")
             raise RemoteError(f"GET {resource}: malformed {kind} record: {str(exc)[:200]}") from None
+        if record.id != record_id:  # type: ignore[attr-defined]
+            self.stats.add("bad_records")
+            raise RemoteError(f"GET {resource}: asked for {kind} {record_id}, the API answered with {kind} "
+                              f"{record.id}; not used")  # type: ignore[attr-defined]
         _log_problems(self.stats, kind, record)
         return record
 
