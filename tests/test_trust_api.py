@@ -190,3 +190,28 @@ def test_a_detail_for_another_record_is_eio_not_a_substitute(make_mount, emu):
     assert raised.value.errno == errno.EIO
     assert f"asked for analysis {ANALYSIS}" in m.log.read_text()
     assert "Traceback" not in m.log.read_text()
+
+
+# -- 6. a listing's bytes and time are bounded -------------------------------------------------------------------
+def test_a_listing_that_floods_bytes_is_stopped(emu, monkeypatch):
+    monkeypatch.setattr(api_module, "PAGE_SIZE", 20)
+    monkeypatch.setattr(api_module, "MAX_LIST_BYTES", 300_000, raising=False)  # each page is well under it
+
+    def fat(payload, _params):
+        for obj in payload["objects"]:
+            obj["description"] = "x" * 5_000  # a page of 20 is ~130 KB
+        return payload
+
+    rewrite(emu, r"/analyses$", fat)
+    with pytest.raises(RemoteError, match="3 pages sent more than .* in one listing; listing stopped"):
+        client(emu).analyses()
+
+
+def test_a_listing_of_slow_pages_is_stopped_at_its_bound(emu, monkeypatch):
+    monkeypatch.setattr(api_module, "PAGE_SIZE", 20)
+    monkeypatch.setattr(ApiClient, "list_bound", property(lambda self: 1.0), raising=False)
+    rule = emu.faults_api.add(method="GET", path=r"/analyses$", delay=0.4, times=None)
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match="listing stopped"):
+        within(30, client(emu).analyses)
+    assert time.monotonic() - started < 1.0 + 0.4 + 1 and rule.hits < 155 / 20

@@ -48,6 +48,10 @@ READ_RETRIES = 1
 RETRY_WAITS = 2.0  # seconds one call may sleep between its attempts, all of them together
 MAX_BODY = 64 << 20  # one reply; a page of 100 analyses is ~200 KB, a detail with 10,000 files ~5 MB
 MAX_LIST_OBJECTS = 100_000  # one collection; the largest accounts hold thousands, and 100k records is ~200 MB
+# One listing's replies together, all held until it ends: MAX_LIST_OBJECTS honest records fit, while a
+# server sending huge records (up to MAX_BODY a page) grew the daemon to 3 GB in 42 s without it
+MAX_LIST_BYTES = 256 << 20
+LIST_CALLS = 4  # one listing may take the bounds of this many calls: pages that each come in time still end
 MAX_REDIRECTS = 3  # same-origin redirects (a trailing slash added by the server)
 T = TypeVar("T")
 
@@ -240,31 +244,48 @@ class ApiClient:
                               "address in the config file")
         return target.split("?", 1)[0]  # the query (with the credentials) is sent again by us
 
+    @property
+    def list_bound(self) -> float:
+        """The longest one listing may take, all its pages (and the last page's call) together."""
+        return LIST_CALLS * self.bound
+
     def get_json(self, resource: str, params: dict | None = None) -> Any:
+        return self._get_json(resource, params)[0]
+
+    def _get_json(self, resource: str, params: dict | None = None) -> tuple[Any, int]:
+        """The parsed body and its size in bytes."""
         _, content = self.request("GET", resource, params={**self.dialect.read_params(), **(params or {})})
         body = parse_json(content, f"GET {resource}")
         if isinstance(body, dict) and body.get("error"):
             raise RemoteError(f"GET {resource}: {str(body['error'])[:200]}")
-        return body
+        return body, len(content)
 
     def list(self, resource: str, params: dict | None = None) -> list[dict]:
         """Every object of a collection, in pages; a bare list is the whole collection.
 
         A server may page fewer than asked: its first page tells how many a page holds (20 or more).
         A broken server cannot make this loop: a page that repeats only what was seen, more pages
-        than `total_count` could need at that size, or more than MAX_LIST_OBJECTS objects stop it
-        with an error.
+        than `total_count` could need at that size, more than MAX_LIST_OBJECTS objects or
+        MAX_LIST_BYTES bytes, or pages beyond `list_bound` seconds stop it with an error.
         A listing answered 404 is an error too (EIO), never an empty directory.
         """
         objects: list[dict] = []
         seen: set = set()
         offset = 0
         per_page = max_pages = 0  # learnt from the first page
+        received, deadline = 0, time.monotonic() + self.list_bound
         for page_number in range(1, 1 << 30):
+            if page_number > 1 and time.monotonic() > deadline:
+                raise RemoteError(f"GET {resource}: {page_number - 1} pages took more than {self.list_bound:.0f} s; "
+                                  "listing stopped")
             try:
-                body = self.get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+                body, size = self._get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
             except NotFound as exc:
                 raise RemoteError(f"listing {resource}: {exc}") from None
+            received += size
+            if received > MAX_LIST_BYTES:
+                raise RemoteError(f"GET {resource}: {page_number} pages sent more than the {MAX_LIST_BYTES >> 20} MiB "
+                                  "bpfs accepts in one listing; listing stopped")
             if isinstance(body, list):
                 return objects + [o for o in body if isinstance(o, dict)]
             if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
