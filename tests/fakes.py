@@ -97,7 +97,8 @@ class InProcessApi(ApiClient):
             return Reply(rule.status, CaseInsensitiveDict()), json.dumps(payload).encode()
         raw = b"" if body is None else json.dumps(body).encode()
         status, payload, headers, drop_after = self.server.respond(method, urlsplit(url).path, urlencode(query), raw)
-        content = b"" if payload is None or status == 204 else json.dumps(payload).encode()
+        content = payload if isinstance(payload, bytes) else \
+            b"" if payload is None or status == 204 else json.dumps(payload).encode()
         if drop_after is not None:
             content = content[:drop_after]
         headers = CaseInsensitiveDict(headers)

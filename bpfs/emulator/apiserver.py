@@ -291,7 +291,8 @@ class ApiServer:
         # files appear one by one; then it is completed
         self.analysis_pace = (1.0, 4.0)
         # A hostile or broken server, for tests: each transform may rewrite a reply before it is sent,
-        # `transform(method, path, params, status, payload) -> payload` (malformed records, broken paging).
+        # `transform(method, path, params, status, payload) -> payload` (malformed records, broken paging);
+        # one that returns bytes sends them as the body (what no JSON encoder writes, such as invalid UTF-8).
         self.transforms: list = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -687,7 +688,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, payload: Any, headers: dict[str, str], method: str, drop_after: int | None = None
     ) -> None:
-        data = b"" if payload is None or status == 204 else json.dumps(payload).encode()
+        # bytes are sent as they are: a test's transform can answer a body no JSON encoder would write
+        data = payload if isinstance(payload, bytes) else b"" if payload is None or status == 204 else \
+            json.dumps(payload).encode()
         self.send_response(status)
         if data or status != 204:
             self.send_header("Content-Type", "application/json")

@@ -36,13 +36,22 @@ from bpfs.stats import Stats
 log = logging.getLogger("bpfs.api")
 
 PAGE_SIZE = 100  # the v3 client's page size; a Tastypie server pages 20 when no limit is sent
+# A server may page fewer than asked (Tastypie caps `limit` at its max_limit) but no fewer than its default
+# page: pages of one record would let a count of thousands ask for thousands of pages
+MIN_SERVER_PAGE = 20
 CONNECT_TIMEOUT = 5.0
-# Idempotent requests are retried on refused connections and 5xx with backoff 0.25, 0.5, 1 s, but
-# a server that stalls is retried once only: one call costs at most 2 * (5 s + timeout) + 2 s.
+# Idempotent requests are retried on refused connections and 5xx with backoff 0, 0.5, 1 s (a Retry-After
+# within what is left of RETRY_WAITS), but a server that stalls is retried once only: one call costs at
+# most 2 * (5 s + timeout) + 2 s.
 RETRIES = 3
 READ_RETRIES = 1
+RETRY_WAITS = 2.0  # seconds one call may sleep between its attempts, all of them together
 MAX_BODY = 64 << 20  # one reply; a page of 100 analyses is ~200 KB, a detail with 10,000 files ~5 MB
 MAX_LIST_OBJECTS = 100_000  # one collection; the largest accounts hold thousands, and 100k records is ~200 MB
+# One listing's replies together, all held until it ends: MAX_LIST_OBJECTS honest records fit, while a
+# server sending huge records (up to MAX_BODY a page) grew the daemon to 3 GB in 42 s without it
+MAX_LIST_BYTES = 256 << 20
+LIST_CALLS = 4  # one listing may take the bounds of this many calls: pages that each come in time still end
 MAX_REDIRECTS = 3  # same-origin redirects (a trailing slash added by the server)
 T = TypeVar("T")
 
@@ -56,13 +65,55 @@ class Reply:
     is_redirect: bool = False
 
 
+class BrokenOff(RemoteError):
+    """A reply whose body stopped before its end (the connection dropped): worth asking again once."""
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # what urllib3 retries too
+
+
+def _session(retry: Retry) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "bpfs"
+    return session
+
+
+class BoundedRetry(Retry):
+    """urllib3's Retry whose sleeps between one call's attempts total at most RETRY_WAITS. A server's
+    Retry-After is honoured within that: "Retry-After: 3600" (or its HTTP-date form) on a 503 would
+    otherwise hold a listing, and the FUSE call waiting on it, for an hour. One that cannot be read
+    falls back to the backoff instead of failing the call."""
+
+    waited = 0.0  # slept so far in this call; each attempt's Retry is a new() copy of the last
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        retry = super().new(**kw)
+        retry.waited = self.waited
+        return retry
+
+    def sleep(self, response: urllib3.BaseHTTPResponse | None = None) -> None:
+        wait = self.get_backoff_time()
+        if self.respect_retry_after_header and response is not None:
+            try:
+                asked = self.get_retry_after(response)
+            except urllib3.exceptions.InvalidHeader:
+                asked = None
+            wait = asked if asked is not None else wait
+        wait = max(0.0, min(wait, RETRY_WAITS - self.waited))
+        self.waited += wait
+        if wait:
+            time.sleep(wait)
+
+
 class ApiClient:
     def __init__(self, config: Config, stats: Stats | None = None, retries: int = RETRIES) -> None:
         self.config = config
         self.stats = stats or Stats()
         self.dialect: Dialect = dialect_for(config.dialect, config.base_url)
-        self.session = requests.Session()
-        retry = Retry(
+        self.session = _session(BoundedRetry(
             total=retries,
             connect=retries,
             read=min(retries, READ_RETRIES),
@@ -70,15 +121,12 @@ class ApiClient:
             redirect=0,
             backoff_factor=0.25,
             status_forcelist=(500, 502, 503, 504),
-            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
+            allowed_methods=IDEMPOTENT,
             raise_on_status=False,
             raise_on_redirect=False,
             respect_retry_after_header=True,
-        )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "bpfs"
+        ))
+        self.once = _session(Retry(0, read=False, redirect=0, raise_on_redirect=False))  # asking again, below
         self.auth = {"username": config.username, "api_key": config.api_key}
         self.user: dict | None = None
         self.watchdog = Watchdog()
@@ -122,23 +170,37 @@ class ApiClient:
         return reply, content
 
     def exchange(self, method: str, resource: str, url: str, query: dict, body: Any) -> tuple[Reply, bytes]:
-        """The transport: one HTTP request, its reply and body. The only method a fake client replaces."""
-        started = time.monotonic()
-        try:
-            response = self.session.request(method, url, params=query, json=body, stream=True,
-                                            allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
-            with response:
-                content = self._read_body(method, resource, response, started + self.bound)
-        except requests.RequestException as exc:
-            self.stats.add("api_errors")
-            raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
-                              f"{unreachable_reason(exc, self.config.timeout)}") from None
-        return Reply(response.status_code, response.headers, response.is_redirect), content
+        """The transport: one HTTP request, its reply and body. The only method a fake client replaces.
+
+        A body cut off mid-reply (a dropped connection) is asked for once more when the method is
+        idempotent and a whole attempt still fits in the call's bound; that second request is not retried
+        by urllib3 (`self.once`), so the call stays within `bound`."""
+        deadline = time.monotonic() + self.bound
+        session = self.session
+        while True:
+            try:
+                response = session.request(method, url, params=query, json=body, stream=True,
+                                           allow_redirects=False, timeout=(CONNECT_TIMEOUT, self.config.timeout))
+                with response:
+                    content = self._read_body(method, resource, response, deadline)
+            except requests.RequestException as exc:
+                self.stats.add("api_errors")
+                raise RemoteError(f"{method} {resource}: cannot reach the Basepair API at {self.host}: "
+                                  f"{unreachable_reason(exc, self.config.timeout)}") from None
+            except BrokenOff as exc:
+                if session is self.once or method not in IDEMPOTENT or \
+                        deadline - time.monotonic() < CONNECT_TIMEOUT + self.config.timeout:
+                    raise RemoteError(str(exc)) from None
+                log.debug("%s; asking again", exc)
+                self.stats.add("api_requests")
+                session = self.once
+                continue
+            return Reply(response.status_code, response.headers, response.is_redirect), content
 
     @property
     def bound(self) -> float:
         """The longest one call may take, as the README says: its attempts, then its reply."""
-        return (READ_RETRIES + 1) * (CONNECT_TIMEOUT + self.config.timeout) + 2
+        return (READ_RETRIES + 1) * (CONNECT_TIMEOUT + self.config.timeout) + RETRY_WAITS
 
     def _read_body(self, method: str, resource: str, response: requests.Response, deadline: float) -> bytes:
         """The reply body, at most MAX_BODY bytes, by the deadline: a server that trickles a reply is cut off."""
@@ -155,7 +217,7 @@ class ApiClient:
                     chunk = raw.read1(1 << 16, decode_content=True)  # as requests would: gzip undone
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     if time.monotonic() < deadline:
-                        raise RemoteError(f"{method} {resource}: the API's answer broke off ({exc})") from None
+                        raise BrokenOff(f"{method} {resource}: the API's answer broke off ({exc})") from None
                     chunk = b""
                 if time.monotonic() > deadline:
                     raise RemoteError(f"{method} {resource}: the API's answer took more than {self.bound:.0f} s")
@@ -182,29 +244,48 @@ class ApiClient:
                               "address in the config file")
         return target.split("?", 1)[0]  # the query (with the credentials) is sent again by us
 
+    @property
+    def list_bound(self) -> float:
+        """The longest one listing may take, all its pages (and the last page's call) together."""
+        return LIST_CALLS * self.bound
+
     def get_json(self, resource: str, params: dict | None = None) -> Any:
+        return self._get_json(resource, params)[0]
+
+    def _get_json(self, resource: str, params: dict | None = None) -> tuple[Any, int]:
+        """The parsed body and its size in bytes."""
         _, content = self.request("GET", resource, params={**self.dialect.read_params(), **(params or {})})
         body = parse_json(content, f"GET {resource}")
         if isinstance(body, dict) and body.get("error"):
             raise RemoteError(f"GET {resource}: {str(body['error'])[:200]}")
-        return body
+        return body, len(content)
 
     def list(self, resource: str, params: dict | None = None) -> list[dict]:
         """Every object of a collection, in pages; a bare list is the whole collection.
 
+        A server may page fewer than asked: its first page tells how many a page holds (20 or more).
         A broken server cannot make this loop: a page that repeats only what was seen, more pages
-        than `total_count` could need, or more than MAX_LIST_OBJECTS objects stop it with an error.
+        than `total_count` could need at that size, more than MAX_LIST_OBJECTS objects or
+        MAX_LIST_BYTES bytes, or pages beyond `list_bound` seconds stop it with an error.
         A listing answered 404 is an error too (EIO), never an empty directory.
         """
         objects: list[dict] = []
         seen: set = set()
         offset = 0
-        max_pages: int | None = None
+        per_page = max_pages = 0  # learnt from the first page
+        received, deadline = 0, time.monotonic() + self.list_bound
         for page_number in range(1, 1 << 30):
+            if page_number > 1 and time.monotonic() > deadline:
+                raise RemoteError(f"GET {resource}: {page_number - 1} pages took more than {self.list_bound:.0f} s; "
+                                  "listing stopped")
             try:
-                body = self.get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
+                body, size = self._get_json(resource, {**(params or {}), "limit": PAGE_SIZE, "offset": offset})
             except NotFound as exc:
                 raise RemoteError(f"listing {resource}: {exc}") from None
+            received += size
+            if received > MAX_LIST_BYTES:
+                raise RemoteError(f"GET {resource}: {page_number} pages sent more than the {MAX_LIST_BYTES >> 20} MiB "
+                                  "bpfs accepts in one listing; listing stopped")
             if isinstance(body, list):
                 return objects + [o for o in body if isinstance(o, dict)]
             if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
@@ -214,9 +295,9 @@ class ApiClient:
             if total is not None and total > MAX_LIST_OBJECTS:
                 raise RemoteError(f"GET {resource}: the API claims {total} records; bpfs lists at most "
                                   f"{MAX_LIST_OBJECTS}")
-            if max_pages is None:  # what the count honestly needs, plus one; without a count, the global cap
-                max_pages = math.ceil(total / PAGE_SIZE) + 1 if total is not None else \
-                    math.ceil(MAX_LIST_OBJECTS / PAGE_SIZE) + 1
+            if not per_page:  # the pages the count honestly needs, plus one; without a count, the global cap
+                per_page = len(page) if min(MIN_SERVER_PAGE, PAGE_SIZE) <= len(page) <= PAGE_SIZE else PAGE_SIZE
+                max_pages = math.ceil((total if total is not None else MAX_LIST_OBJECTS) / per_page) + 1
             fresh = []
             for obj in page:
                 ident = _identity(obj)
@@ -236,7 +317,7 @@ class ApiClient:
                     log.warning("GET %s: %d of the %d records announced (some were deleted while paging?)",
                                 resource, len(objects), total)
                 return objects
-            if total is None and len(page) < PAGE_SIZE:
+            if total is None and len(page) < per_page:
                 return objects  # no usable count: a short page is the last one
             if total is not None and len(objects) >= total:
                 return objects
@@ -297,19 +378,22 @@ class ApiClient:
         return self.parsed("sample", self.list("samples"), lambda r: Sample.parse(r, self.config.bucket))
 
     def sample(self, sample_id: int) -> Sample:
-        return self._detail("sample", f"samples/{sample_id}", lambda r: Sample.parse(r, self.config.bucket))
+        return self._detail("sample", f"samples/{sample_id}", sample_id, lambda r: Sample.parse(r, self.config.bucket))
 
     def analyses(self) -> list[Analysis]:
         return self.parsed("analysis", self.list("analyses"), lambda r: Analysis.parse(r, self.config.bucket))
 
     def analysis(self, analysis_id: int) -> Analysis:
-        record = self._detail("analysis", f"analyses/{analysis_id}", lambda r: Analysis.parse(r, self.config.bucket))
+        record = self._detail("analysis", f"analyses/{analysis_id}", analysis_id,
+                              lambda r: Analysis.parse(r, self.config.bucket))
         if record.files is None:  # an analysis without files answers []: a detail without the list is broken
             self.stats.add("bad_records")
             raise RemoteError(f"GET analyses/{analysis_id}: the API's detail has no file list")
         return record
 
-    def _detail(self, kind: str, resource: str, parse: Callable[[dict], T]) -> T:
+    def _detail(self, kind: str, resource: str, record_id: int, parse: Callable[[dict], T]) -> T:
+        """The detail of one record, which must be that record: another id in its place is an error for
+        this one (EIO), never shown under its name."""
         body = self.get_json(resource)
         if not isinstance(body, dict):
             raise RemoteError(f"GET {resource}: expected a JSON object")
@@ -318,6 +402,10 @@ class ApiClient:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             self.stats.add("bad_records")
             raise RemoteError(f"GET {resource}: malformed {kind} record: {str(exc)[:200]}") from None
+        if record.id != record_id:  # type: ignore[attr-defined]
+            self.stats.add("bad_records")
+            raise RemoteError(f"GET {resource}: asked for {kind} {record_id}, the API answered with {kind} "
+                              f"{record.id}; not used")  # type: ignore[attr-defined]
         _log_problems(self.stats, kind, record)
         return record
 
@@ -371,20 +459,23 @@ def _number(text: str) -> int | str:
 
 
 def parse_json(content: bytes, where: str) -> Any:
+    """A reply's JSON. Decoded as json.loads would (UTF-8, -16 or -32), except that a byte which is not
+    in that encoding becomes U+FFFD: one bad byte in one record's name costs a character, not the reply."""
+    text = content.decode(json.detect_encoding(content), errors="replace")
     try:
-        parsed = json.loads(content, parse_int=_number)
+        parsed = json.loads(text, parse_int=_number)
     except RecursionError:
         raise RemoteError(f"{where}: the API answered JSON nested too deeply") from None
     except ValueError:
         raise RemoteError(f"{where}: the API answered with something that is not JSON") from None
-    if _SURROGATE_ESCAPE.search(content):
+    if _SURROGATE_ESCAPE.search(text):
         parsed = _whole_characters(parsed)
     return parsed
 
 
 # A JSON escape of a UTF-16 surrogate: in a pair it decodes to one character, alone (a cut-off emoji)
 # it decodes to a lone surrogate, which no UTF-8 name, TSV or JSON file can hold
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _whole_characters(value: Any) -> Any:
