@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
+import re
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ _BODY_ERRORS = (
     TimeoutError,
     OSError,
 )
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -200,8 +202,12 @@ class ObjectClient:
                 last = exc
                 continue
             body = response["Body"]
+            try:
+                promised = self._answered(where, response, position, end)[0]  # where this answer says it ends
+            except RemoteError:
+                _finish(body, complete=False)  # not one byte of it is read: a 200 may be the whole object
+                raise
             read_into = _reader(body, response)
-            promised = position + int(response.get("ContentLength") or 0)  # where this answer says it ends
             mark = position  # progress counts in PROGRESS_BYTES steps: a trickle of bytes is a stall
             stalled = lambda body=body: cut(getattr(body, "_raw_stream", None))  # noqa: E731
             token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
@@ -243,6 +249,29 @@ class ObjectClient:
         if position < end:  # the object ended first: the bytes it had
             return bytes(memoryview(buffer)[:position - start])
         return buffer
+
+    @staticmethod
+    def _answered(where: str, response: dict, start: int, end: int) -> tuple[int, int]:
+        """(where the answer's bytes end, the object's size) of a GET of [start, end), checked: a server or proxy
+        that ignored the Range (200 and the whole object) or sent another range would have its bytes served at
+        the wrong offsets. A 200 is right only where the whole object was asked for (its first byte up to at
+        least its end)."""
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        length = int(response.get("ContentLength") or 0)
+        content_range = str(response.get("ContentRange") or "").strip()
+        match = _CONTENT_RANGE.fullmatch(content_range)
+        if status == 206 and match:
+            first, last, total = int(match[1]), int(match[2]), int(match[3])
+        elif status == 200 and start == 0 and length <= end:
+            first, last, total = 0, length - 1, length
+        else:
+            raise RemoteError(f"{where}: S3 answered {status} {content_range or 'without a Content-Range'} to a "
+                              f"GET of bytes {start}-{end - 1}: not the range asked for (the server or a proxy "
+                              "ignores Range); nothing of it is served")
+        if first != start or last != min(end, total) - 1 or length != last + 1 - first:
+            raise RemoteError(f"{where}: asked for bytes {start}-{end - 1}, S3 answered bytes {first}-{last}/{total} "
+                              f"in {length} bytes; nothing of it is served")
+        return last + 1, total
 
     def _ask(self, began: float, first: int, position: int, previous: int) -> int:
         """How much one read of a body asks for. A read returns only when its buffer is full, and progress
