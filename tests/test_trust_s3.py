@@ -8,13 +8,18 @@ Each misbehaviour is injected with the emulator's S3 faults, or by changing the 
 from __future__ import annotations
 
 import errno
+import os
+import random
+import subprocess
 
 import pytest
 
 from bpfs.errors import RemoteError
+from bpfs.reading.prefetch import PrefetchConfig, Prefetcher
 from bpfs.remote.config import parse_config
-from bpfs.remote.s3 import ObjectClient
+from bpfs.remote.s3 import ObjectChanged, ObjectClient, Version
 from bpfs.stats import Stats
+from tests.fakes import in_process_objects
 
 BIGWIG = "analyses/7/10000/star/liver_rep1.bigwig"  # 1 MiB here; its size is in the API
 BIGWIG_PATH = ("analyses", "10000", "bigwig", "liver_rep1.bigwig")
@@ -66,3 +71,70 @@ def test_a_server_that_ignores_range_gives_eio(make_mount, emu):
     emu.faults_s3.add(method="GET", path=BIGWIG, ignore_range=True, times=None)
     assert read_fails(m.path.joinpath(*BIGWIG_PATH), 500_000).errno == errno.EIO
     assert "ignores Range" in clean_log(m)
+
+
+# -- an object of another size than listed -------------------------------------------------------------------------
+def test_a_get_finds_the_object_shorter_or_longer_than_listed(emu):
+    client = objects(emu)
+    data = stored(emu)
+    for listed in (len(data) + 1, len(data) - 1):  # the Content-Range total tells
+        with pytest.raises(RemoteError, match="than its listing says"):
+            client.get_range(None, BIGWIG, 0, 4096, version=Version(listed))
+    assert bytes(client.get_range(None, BIGWIG, 0, 4096, version=Version(len(data)))) == data[:4096]
+
+
+@pytest.mark.parametrize("options", [(), ("disk_cache=64M",)], ids=["memory", "disk_cache"])
+@pytest.mark.parametrize("change", ["shorter", "longer"])
+def test_an_object_of_another_size_than_listed_is_eio_not_a_cut_or_padded_file(make_mount, emu, tmp_path, change,
+                                                                                options):
+    """The API lists 1 MiB; S3 holds 1,000,000 bytes (cp made a padded file with the disk cache) or 1 MiB + 1000
+    (cp made a file cut at 1 MiB, exit 0)."""
+    data = stored(emu)
+    emu.store.put(emu.bucket, BIGWIG, data[:1_000_000] if change == "shorter" else data + b"x" * 1000)
+    m = make_mount(emu=emu, options=(*options, f"cache_dir={tmp_path / 'cache'}") if options else ())
+    result = subprocess.run(["cp", str(m.path.joinpath(*BIGWIG_PATH)), str(tmp_path / "copy")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    assert f"is {change} than its listing says" in clean_log(m)
+
+
+# -- an object replaced while it is read ---------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [(), ("disk_cache=64M",)], ids=["memory", "disk_cache"])
+def test_an_object_replaced_while_open_is_eio_not_a_mix(make_mount, emu, tmp_path, options):
+    old = stored(emu)
+    new = random.Random(3).randbytes(len(old))  # the same size: only the ETag tells
+    m = make_mount(emu=emu, options=(*options, f"cache_dir={tmp_path / 'cache'}") if options else ())
+    fd = os.open(m.path.joinpath(*BIGWIG_PATH), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 0) == old[:4096]
+        emu.store.put(emu.bucket, BIGWIG, new)
+        with pytest.raises(OSError) as raised:
+            os.pread(fd, 4096, 700_000)  # past what the first read fetched: a GET of the new object's bytes
+        assert raised.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    assert "changed on the server while being read" in clean_log(m)
+
+
+def test_the_cache_never_mixes_an_objects_old_and_new_bytes(emu):
+    """In process: the file open when the object changed fails, even where its bytes are cached; the next open
+    reads the new object whole, none of the old one's cached bytes."""
+    config = parse_config(emu.config_v1(), environ={})
+    prefetcher = Prefetcher(in_process_objects(config, emu.store, Stats()), Stats(), PrefetchConfig())
+    old = stored(emu)
+    new = random.Random(4).randbytes(len(old))
+    try:
+        first = prefetcher.open(None, BIGWIG, len(old))
+        assert bytes(first.read(0, 64 << 10)) == old[:64 << 10]
+        emu.store.put(emu.bucket, BIGWIG, new)
+        with pytest.raises(ObjectChanged):
+            first.read(700_000, 4096)
+        with pytest.raises(ObjectChanged):
+            first.read(0, 4096)  # cached, but of an object that is gone: this file reads nothing more
+        first.close()
+        again = prefetcher.open(None, BIGWIG, len(new))
+        assert bytes(again.read(0, len(new))) == new
+        again.close()
+    finally:
+        prefetcher.close()
+

@@ -94,6 +94,43 @@ class GetCancelled(RemoteError):
     """A GET its caller gave up (its file was closed): whoever still wants the bytes fetches them again."""
 
 
+class ObjectChanged(RemoteError):
+    """The object was replaced on the server while a file of it was open (412 to If-Match, or another ETag):
+    the bytes read so far are of the old object, so nothing more of the new one may follow them."""
+
+
+class Version:
+    """What the readers of one object expect it to be: `size`, the size bpfs lists (every GET's Content-Range
+    total must be that: an object shorter or longer than listed gives EIO, never a file cut short, padded or
+    truncated), and its ETag, pinned by the first answer (later GETs send If-Match, so one file never gets
+    a mix of an old and a new object's bytes). `changed` once the server said it is another object now."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.etag: str | None = None
+        self.changed = False
+        self.open_files = 0  # files reading it now, and when the last one closed (see Prefetcher.open)
+        self.idle_since = time.monotonic()
+        self._lock = threading.Lock()
+
+    def pin(self, etag: str, where: str) -> None:
+        """Take the ETag of an answer: the first one pins it; another one means the object was replaced
+        (a server that does not honour If-Match)."""
+        if not etag:
+            return
+        with self._lock:
+            if self.etag is None:
+                self.etag = etag
+            if etag == self.etag:
+                return
+            self.changed = True
+        raise ObjectChanged(f"{where}: changed on the server while being read (ETag {self.etag}, now {etag}); "
+                            "open the file again")
+
+    def if_match(self) -> dict[str, str]:
+        return {"IfMatch": f'"{self.etag}"'} if self.etag else {}
+
+
 class ObjectClient:
     """The only place that talks to S3; one instance is shared by all handles (boto3 clients are thread-safe)."""
 
@@ -155,13 +192,16 @@ class ObjectClient:
 
     def get_range(self, bucket: str | None, key: str, start: int, end: int,
                   cancelled: Callable[[], bool] | None = None,
-                  arrived: Callable[[object, int], None] | None = None) -> bytearray | mmap.mmap | bytes:
+                  arrived: Callable[[object, int], None] | None = None,
+                  version: Version | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end) of an object, read straight into one buffer (no chunks to join): retried,
         resumed where a body broke off, and given up once S3 made no progress for `read_bound` seconds
         (a slow link that progresses is never cut). Shorter when the object ends sooner. `cancelled` is
         asked between chunks of the body: once it says so, the connection is closed (S3 sends no more
         bytes, and bills none) and GetCancelled raised. `arrived(buffer, n)` is told after each chunk that
-        the buffer's first n bytes are final (a retry resumes after them)."""
+        the buffer's first n bytes are final (a retry resumes after them). `version`: the object's size and
+        ETag this read must find (see Version): ObjectChanged or RemoteError when it does not, never a short
+        result."""
         bucket = self._bucket(bucket)
         if end <= start:
             return bytearray()
@@ -185,11 +225,17 @@ class ObjectClient:
             log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
             asked = time.monotonic()
             try:
-                response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
+                pinned = version.if_match() if version is not None else {}
+                response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}",
+                                                      **pinned)
                 with self._first_bytes_lock:
                     self._first_bytes.append(time.monotonic() - asked)
             except botocore.exceptions.ClientError as exc:
                 error = self._error(exc, "GET", bucket, key)
+                if isinstance(error, ObjectChanged) and version is not None:
+                    version.changed = True
+                    raise ObjectChanged(f"{where}: changed on the server while being read (no longer ETag "
+                                        f"{version.etag}); open the file again") from None
                 if isinstance(error, NotFound):
                     raise RemoteError(f"{where}: the object is missing from S3 (listed by the API, but S3 "
                                       "answers NoSuchKey)") from None
@@ -203,7 +249,13 @@ class ObjectClient:
                 continue
             body = response["Body"]
             try:
-                promised = self._answered(where, response, position, end)[0]  # where this answer says it ends
+                promised, total = self._answered(where, response, position, end)  # where this answer ends
+                if version is not None:
+                    if version.size is not None and total != version.size:
+                        raise RemoteError(f"{where}: S3 holds {total} bytes, {version.size} are listed: the object "
+                                          f"is {'shorter' if total < version.size else 'longer'} than its listing "
+                                          "says; nothing of it is served")
+                    version.pin(str(response.get("ETag") or "").strip('"'), where)
             except RemoteError:
                 _finish(body, complete=False)  # not one byte of it is read: a 200 may be the whole object
                 raise
@@ -299,10 +351,6 @@ class ObjectClient:
                 return self._sizes[(bucket, key)]
         return self.head(bucket, key)[0]
 
-    def etag(self, bucket: str | None, key: str) -> str:
-        """The object's ETag now (a HEAD): what the disk cache keys blocks by."""
-        return self.head(bucket, key)[1]
-
     def head(self, bucket: str | None, key: str) -> tuple[int, str]:
         bucket = self._bucket(bucket)
         self.stats.add("s3_requests")
@@ -324,6 +372,8 @@ class ObjectClient:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         where = f"{op} s3://{bucket}/{key}"
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectChanged(f"{where}: changed on the server (If-Match failed)")
         if code == "InvalidObjectState":
             return RemoteError(
                 f"{where}: the object is in an archive storage class (GLACIER/DEEP_ARCHIVE) and must be "
