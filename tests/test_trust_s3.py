@@ -138,3 +138,34 @@ def test_the_cache_never_mixes_an_objects_old_and_new_bytes(emu):
     finally:
         prefetcher.close()
 
+
+# -- a HEAD without a size -----------------------------------------------------------------------------------------
+COUNTS = "analyses/7/10000/counts/liver_rep1.genes.txt"
+
+
+@pytest.mark.parametrize("length", ["many", None, "-5"], ids=["not-a-number", "missing", "negative"])
+def test_a_head_without_a_valid_content_length_is_a_remote_error(emu, length):
+    emu.faults_s3.add(method="HEAD", path=COUNTS, headers={"Content-Length": length})
+    with pytest.raises(RemoteError, match="Content-Length|headers that are not valid"):
+        objects(emu).head(None, COUNTS)
+
+
+def test_a_head_without_a_valid_content_length_costs_that_file_only(make_mount, emu):
+    """Every file of the analysis without a size in the API: a HEAD each. One HEAD's Content-Length is no
+    number: that file is listed and fails with EIO, its neighbours are whole (the directory was EIO before)."""
+    def unsized(payload, _params):
+        for f in payload["files"]:
+            f["filesize"] = None
+        return payload
+
+    emu.api.transforms.append(lambda method, path, params, status, payload: unsized(payload, params)
+                              if method == "GET" and status < 300 and path.endswith("/analyses/10000") else payload)
+    emu.faults_s3.add(method="HEAD", path=COUNTS, headers={"Content-Length": "many"}, times=None)
+    m = make_mount(emu=emu)
+    top = m.path / "analyses" / "10000"
+    assert "liver_rep1.genes.txt" in os.listdir(top / "all" / "counts")
+    with pytest.raises(OSError) as raised:
+        os.stat(top / "all" / "counts" / "liver_rep1.genes.txt")
+    assert raised.value.errno == errno.EIO
+    assert (top / "bam" / "liver_rep1.bam").stat().st_size > 0
+    assert "its size could not be read from S3" in clean_log(m)

@@ -247,6 +247,10 @@ class ObjectClient:
                 self.stats.add("s3_errors")
                 last = exc
                 continue
+            except ValueError:  # botocore could not parse the answer's headers (a Content-Length that is no number)
+                self.stats.add("s3_errors")
+                raise RemoteError(f"{where}: S3's answer has headers that are not valid; nothing of it is served") \
+                    from None
             body = response["Body"]
             try:
                 promised, total = self._answered(where, response, position, end)  # where this answer ends
@@ -361,7 +365,14 @@ class ObjectClient:
         except botocore.exceptions.BotoCoreError as exc:
             self.stats.add("s3_errors")
             raise RemoteError(f"HEAD s3://{bucket}/{key}: {exc}") from None
-        size = int(response["ContentLength"])
+        except ValueError:  # botocore could not parse the answer's headers (a Content-Length that is no number)
+            self.stats.add("s3_errors")
+            raise RemoteError(f"HEAD s3://{bucket}/{key}: S3's answer has headers that are not valid") from None
+        size = response.get("ContentLength")
+        if not isinstance(size, int) or size < 0:
+            self.stats.add("s3_errors")
+            raise RemoteError(f"HEAD s3://{bucket}/{key}: S3's answer has no valid Content-Length: the size is "
+                              "unknown")
         with self._sizes_lock:
             self._sizes[(bucket, key)] = size
         return size, str(response.get("ETag", "")).strip('"')
