@@ -150,18 +150,27 @@ class FakeBoto:
         except (KeyError, FileNotFoundError, LookupError):
             raise self._error(operation, 404, "NoSuchKey") from None
 
-    def get_object(self, Bucket: str, Key: str, Range: str | None = None) -> dict:  # noqa: N803 - boto3's names
+    def get_object(self, Bucket: str, Key: str, Range: str | None = None,  # noqa: N803 - boto3's names
+                   IfMatch: str | None = None) -> dict:  # noqa: N803
         self._check("get_object", Key)
         info = self._info("GetObject", Bucket, Key)
         if getattr(info, "storage_class", "STANDARD") in ("GLACIER", "DEEP_ARCHIVE"):
             raise self._error("GetObject", 403, "InvalidObjectState")
+        if IfMatch is not None and IfMatch.strip('"') != info.etag.strip('"'):
+            raise self._error("GetObject", 412, "PreconditionFailed")
         data = self.store.get_bytes(Bucket, Key)
-        if Range:
-            start, _, end = Range.removeprefix("bytes=").partition("-")
+        answer: dict[str, Any] = {"ResponseMetadata": {"HTTPStatusCode": 200}, "ETag": info.etag}
+        if Range:  # as S3: 206 and a Content-Range; 416 when the range starts past the end
+            first, _, last = Range.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last) + 1 if last else len(data), len(data))
             with self._lock:
-                self.ranges.append((Key, int(start), int(end) + 1 if end else len(data)))
-            data = data[int(start):int(end) + 1 if end else None]
-        return {"Body": _Body(data), "ContentLength": len(data)}
+                self.ranges.append((Key, start, int(last) + 1 if last else len(data)))
+            if start >= len(data):
+                raise self._error("GetObject", 416, "InvalidRange")
+            answer = {**answer, "ResponseMetadata": {"HTTPStatusCode": 206},
+                      "ContentRange": f"bytes {start}-{end - 1}/{len(data)}"}
+            data = data[start:end]
+        return {**answer, "Body": _Body(data), "ContentLength": len(data)}
 
     def head_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803
         self._check("head_object", Key)

@@ -39,7 +39,7 @@ class MemoryObjects:
         # while a reader still needs its bytes
         self.buffers = BufferPool(smallest=1)
 
-    def get_range(self, bucket, key, start, end, cancelled=None, arrived=None):
+    def get_range(self, bucket, key, start, end, cancelled=None, arrived=None, version=None):
         if self.delay:
             time.sleep(self.delay)
         if cancelled is not None and cancelled():  # as the ObjectClient: the body stops at its next chunk
@@ -284,7 +284,7 @@ def test_a_near_link_streams_in_fewer_larger_parts():
     served_arriving: list[bool] = []
     serve = client.get_range
 
-    def told(bucket, key, start, end, cancelled=None, arrived=None):
+    def told(bucket, key, start, end, cancelled=None, arrived=None, version=None):
         served_arriving.append(arrived is not None)
         return serve(bucket, key, start, end, cancelled, arrived)
 
@@ -334,7 +334,7 @@ def test_the_bytes_of_a_part_that_arrived_are_served_before_the_rest():
     gate = threading.Event()
     serve = client.get_range
 
-    def half_then_wait(bucket, key, start, end, cancelled=None, arrived=None):
+    def half_then_wait(bucket, key, start, end, cancelled=None, arrived=None, version=None):
         def held(buffer, count):
             arrived(buffer, count)
             assert gate.wait(10)  # the rest of the body is late
@@ -414,7 +414,7 @@ def test_parts_ahead_are_requested_before_a_read_waits_for_its_own():
     spans: dict[int, tuple[float, float]] = {}
     serve = client.get_range
 
-    def timed(bucket, key, start, end, cancelled=None, arrived=None):
+    def timed(bucket, key, start, end, cancelled=None, arrived=None, version=None):
         began = time.monotonic()
         data = serve(bucket, key, start, end, cancelled, arrived)
         spans[start] = (began, time.monotonic())

@@ -24,7 +24,10 @@ class Fault:
     delay: float = 0.0  # sleep this long before answering (a stalled server)
     drop_after: int | None = None  # send headers and this many body bytes, then close the connection
     trickle: float | None = None  # send the body one byte every this many seconds (a server that crawls)
-    headers: dict[str, str] | None = None  # extra response headers with `status` (a redirect's Location)
+    # extra response headers with `status` (a redirect's Location); on S3 without `status`, headers that replace
+    # a GET's or HEAD's own (None drops one): a HEAD without a Content-Length, or with one that is not a number
+    headers: dict[str, str | None] | None = None
+    ignore_range: bool = False  # S3: answer a range GET 200 with the whole object (a proxy that drops Range)
     times: int | None = 1  # how many requests it applies to; None = until cleared
     hits: int = field(default=0, init=False)
 

@@ -6,11 +6,12 @@ disk (`s3store.py`) and response bodies leave through sendfile(2) from the reque
 costs time proportional to the range and a plain GET runs at several hundred MB/s.
 
 Beyond speed the server gives tests what a real S3 can't: injected faults (`faults.py`: errors, stalls,
-connections dropped mid-body), traffic counters (`S3Server.stats`), visible multipart state, the shape of a
-real S3 link for the benchmark (a first-byte `latency` on every request and a per-connection `bandwidth` cap on
-object bodies, downloads and PUT/UploadPart uploads alike), archived storage classes (GLACIER GET ->
-403 InvalidObjectState), and a switch (`accept_aws_chunked=False`) that behaves like the S3-compatible servers
-that reject botocore's flexible checksums and aws-chunked uploads, so the project's workaround can be tested.
+connections dropped mid-body, a Range ignored, a HEAD's headers replaced), traffic counters (`S3Server.stats`),
+visible multipart state, the shape of a real S3 link for the benchmark (a first-byte `latency` on every
+request and a per-connection `bandwidth` cap on object bodies, downloads and PUT/UploadPart uploads alike),
+archived storage classes (GLACIER GET -> 403 InvalidObjectState), and a switch (`accept_aws_chunked=False`)
+that behaves like the S3-compatible servers that reject botocore's flexible checksums and aws-chunked uploads,
+so the project's workaround can be tested.
 
 Scope is what bpfs, boto3's upload_file/download_file and the emulator's presigned URLs use, on objects only:
 GetObject (Range, If-Match), HeadObject, PutObject, CopyObject, DeleteObject and multipart uploads (create,
@@ -463,12 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["x-amz-storage-class"] = info.storage_class
             headers.update({f"x-amz-meta-{name}": value for name, value in info.metadata.items()})
             start, count, status = 0, info.size, 200
-            range_header = self.headers.get("Range")
+            range_header = None if fault is not None and fault.ignore_range else self.headers.get("Range")
             span = parse_range(range_header, info.size) if range_header else None
             if span is not None:
                 start, count, status = span[0], span[1] - span[0] + 1, 206
                 headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{info.size}"
             headers["Content-Length"] = str(count)
+            if fault is not None and fault.headers and not fault.status:
+                headers.update(fault.headers)
+                headers = {name: value for name, value in headers.items() if value is not None}
             self._start(status, headers)
             if head or count == 0:
                 return

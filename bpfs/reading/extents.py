@@ -3,7 +3,8 @@
 Not a fixed block grid: a random 4 KiB read (a BAM index lookup) caches 4 KiB, a streaming
 part caches 8 MiB. An extent is inserted *before* its bytes arrive (holding a Future), so
 two readers that want the same bytes make one request. Completed extents are evicted LRU
-once the byte budget is exceeded; extents still in flight are never evicted.
+once the byte budget is exceeded; extents still in flight are never evicted. Each extent is of one
+version of its object (see bpfs.remote.s3.Version): a reader never takes bytes of another version.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ ObjectId = tuple[str | None, str]  # (bucket, key)
 
 class Extent:
     __slots__ = ("obj", "start", "end", "future", "prefetched", "abandoned", "pooled", "arriving", "arrived",
-                 "_arrival")
+                 "_arrival", "version")
 
-    def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> None:
+    def __init__(self, obj: ObjectId, start: int, end: int, prefetched: bool, version: object = None) -> None:
         self.obj, self.start, self.end, self.prefetched = obj, start, end, prefetched
+        self.version = version  # the object's size and ETag its bytes must be of (None: any)
         self.future: Future[bytes] = Future()
         # read ahead for a file that was closed before it got here: its GET stops, its bytes are not kept
         # (a claim by any reader takes it back)
@@ -70,6 +72,10 @@ class Extent:
         return arriving
 
 
+def _stale(extent: Extent, version: object) -> bool:
+    return version is not None and extent.version is not None and extent.version is not version
+
+
 class ExtentCache:
     def __init__(self, capacity: int, recycle: Callable[[object], None] | None = None) -> None:
         """`recycle` is given the bytes of every completed extent the cache drops (a BufferPool's give)."""
@@ -85,8 +91,10 @@ class ExtentCache:
     def bytes(self) -> int:
         return self._bytes
 
-    def claim(self, obj: ObjectId, start: int, end: int, prefetched: bool) -> tuple[list[Extent], list[Extent]]:
-        """Extents covering [start, end): (all of them in order, the new ones the caller must fill)."""
+    def claim(self, obj: ObjectId, start: int, end: int, prefetched: bool,
+              version: object = None) -> tuple[list[Extent], list[Extent]]:
+        """Extents covering [start, end): (all of them in order, the new ones the caller must fill). Extents of
+        another `version` of the object are stale: dropped, and fetched again for this one."""
         with self.lock:
             starts = self._starts.setdefault(obj, [])
             extents = self._extents.setdefault(obj, {})
@@ -101,6 +109,12 @@ class ExtentCache:
                 if current is not None and current.end <= position:
                     i += 1
                     continue
+                if current is not None and current.start < end and _stale(current, version):
+                    self._remove(current)  # its waiters, if any, still get its bytes from its future
+                    starts = self._starts.setdefault(obj, [])  # (its last extent gone, the object's lists went)
+                    extents = self._extents.setdefault(obj, {})
+                    i = max(0, bisect.bisect_right(starts, position) - 1)
+                    continue
                 if current is not None and current.start <= position:
                     current.abandoned = False  # somebody wants it after all
                     covering.append(current)
@@ -109,7 +123,7 @@ class ExtentCache:
                     i += 1
                     continue
                 gap_end = min(end, current.start) if current is not None else end
-                extent = Extent(obj, position, gap_end, prefetched)
+                extent = Extent(obj, position, gap_end, prefetched, version)
                 bisect.insort(starts, position)
                 extents[position] = extent
                 self._bytes += extent.size

@@ -33,7 +33,7 @@ from cachetools import LRUCache
 from bpfs.errors import BpfsError, RemoteError, kept
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
-from bpfs.remote.s3 import GetCancelled, ObjectClient
+from bpfs.remote.s3 import GetCancelled, ObjectChanged, ObjectClient, Version
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.prefetch")
@@ -102,7 +102,9 @@ class PrefetchConfig:
     # a failed page read right away, and waiting out the S3 bound a second time would double what `head`
     # waits. A quick failure (403, an archived object) is simply retried.
     failure_memory: float = 5.0
-    revalidate: float = 60.0  # seconds an object's ETag is trusted before the disk cache asks S3 again
+    # seconds an object's ETag is trusted before the disk cache asks S3 again, and the memory cache's bytes of
+    # an object no file has open are taken as its current ones (see Prefetcher.open)
+    revalidate: float = 60.0
 
 
 class Prefetcher:
@@ -113,8 +115,10 @@ class Prefetcher:
         self.objects, self.stats = objects, stats
         self.config = config or PrefetchConfig()
         self.disk = disk  # the persistent block cache, when -o disk_cache= turned it on
-        self._object_sizes: LRUCache = LRUCache(65_536)  # what each open object's size is: clamps disk blocks
-        self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, when learned)
+        # (bucket, key) -> the Version that files opened now share (with its bytes in the cache)
+        self._versions: LRUCache = LRUCache(65_536)
+        self._versions_lock = threading.Lock()
+        self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, size, when learned by a HEAD)
         self.cache = ExtentCache(self.config.cache_bytes, recycle=objects.buffers.give)
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
         self._in_flight = 0
@@ -130,13 +134,38 @@ class Prefetcher:
 
     def forget(self, bucket: str, key: str) -> None:
         """bpfs wrote or deleted this object (a sample's file taken back and copied again under its name):
-        nothing cached of its old bytes may be served."""
-        self.cache.forget((bucket, key))
-        self._etags.pop((bucket, key), None)
+        nothing cached of its old bytes may be served, and files still open on them fail."""
+        self.changed((bucket, key), None)
+
+    def changed(self, obj: ObjectId, version: Version | None) -> None:
+        """The object is another one now (`version`: the one it was, None: whichever is current)."""
+        with self._versions_lock:
+            current = self._versions.get(obj)
+            if version is None or current is version:
+                self._versions.pop(obj, None)
+                version = version or current
+        if version is not None:
+            version.changed = True
+        self.cache.forget(obj)
+        self._etags.pop(obj, None)
 
     def open(self, bucket: str | None, key: str, size: int) -> PrefetchReader:
-        self._object_sizes[(bucket, key)] = size
-        return PrefetchReader(self, (bucket, key), size)
+        """A reader of the object's current Version: files open at once share its cached bytes. A new Version
+        where the object changed, its listed size did, or no file read it for `revalidate` seconds (an object
+        replaced on the server meanwhile is then read whole, not failed on the first GET past the cache)."""
+        obj = (bucket, key)
+        with self._versions_lock:
+            version = self._versions.get(obj)
+            if version is None or version.changed or version.size != size or \
+                    (not version.open_files and time.monotonic() - version.idle_since > self.config.revalidate):
+                version = self._versions[obj] = Version(size)
+            version.open_files += 1
+        return PrefetchReader(self, obj, version)
+
+    def closed(self, version: Version) -> None:
+        with self._versions_lock:
+            version.open_files -= 1
+            version.idle_since = time.monotonic()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -151,11 +180,15 @@ class Prefetcher:
             # where S3 is remote, readers take a part's bytes as they arrive (waiting for whole parts cost the
             # S3-like link 5%); on a near link the wakeups that takes cost more CPU than the wait (3-4%)
             data = self.fetch(extent.obj, extent.start, extent.end, prefetch=extent.prefetched,
-                              cancelled=lambda: extent.abandoned, arrived=None if self.near() else extent.progress)
+                              cancelled=lambda: extent.abandoned, arrived=None if self.near() else extent.progress,
+                              version=extent.version)
             if len(data) != extent.size:
                 raise RemoteError(f"s3://{extent.obj[0]}/{extent.obj[1]}: short read at {extent.start} "
                                   f"({len(data)} of {extent.size} bytes)")
         except BaseException as exc:
+            if isinstance(exc, ObjectChanged):
+                log.warning("%s", exc)
+                self.changed(extent.obj, extent.version)
             if isinstance(exc, BpfsError):
                 # kept with its stack, the extent's future would hold the part's buffer, in a cycle only the
                 # garbage collector breaks: closed files' cancelled windows kept the daemon at 135 MB, and after a
@@ -171,17 +204,20 @@ class Prefetcher:
 
     def fetch(self, obj: ObjectId, start: int, end: int, prefetch: bool = False,
               cancelled: Callable[[], bool] | None = None,
-              arrived: Callable[[object, int], None] | None = None) -> bytearray | mmap.mmap | bytes:
+              arrived: Callable[[object, int], None] | None = None,
+              version: Version | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end): from the disk cache where it holds them, else from S3 (in whole blocks when the
         disk cache is on, so that what is fetched once is on disk for the next time). `prefetch`: a read-ahead
-        worker asks, and writes what it fetched to disk itself (nobody waits on it). `cancelled`, `arrived`:
-        see ObjectClient.get_range (with the disk cache on, bytes are served once the whole range is in)."""
+        worker asks, and writes what it fetched to disk itself (nobody waits on it). `cancelled`, `arrived`,
+        `version`: see ObjectClient.get_range (with the disk cache on, bytes are served once the whole range
+        is in)."""
         bucket, key = obj
         if self.disk is None:
-            return self.objects.get_range(bucket, key, start, end, cancelled=cancelled, arrived=arrived)
-        identity = self._identity(obj)
+            return self.objects.get_range(bucket, key, start, end, cancelled=cancelled, arrived=arrived,
+                                          version=version)
+        identity = self._identity(obj, version)
         block = self.disk.config.block_size
-        size = self._object_sizes.get(obj) or end
+        size = version.size if version is not None and version.size is not None else end
         first, last = start // block, (end - 1) // block
         base = first * block
         buffer = self.objects.buffers.take(min((last + 1) * block, size) - base)
@@ -194,7 +230,9 @@ class Prefetcher:
                 missing.append(index)
         for run in _runs(missing):
             lo, hi = run[0] * block, min((run[-1] + 1) * block, size)
-            data = self.objects.get_range(bucket, key, lo, hi, cancelled=cancelled)
+            data = self.objects.get_range(bucket, key, lo, hi, cancelled=cancelled, version=version)
+            if len(data) != hi - lo:  # never blocks of the buffer left as they were (another read's bytes)
+                raise RemoteError(f"s3://{bucket}/{key}: short read at {lo} ({len(data)} of {hi - lo} bytes)")
             view[lo - base:lo - base + len(data)] = data
             for index in run:
                 piece = view[index * block - base:min((index + 1) * block, size) - base]
@@ -204,13 +242,23 @@ class Prefetcher:
             return buffer
         return bytes(view[start - base:end - base])
 
-    def _identity(self, obj: ObjectId) -> bytes:
-        """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds, so a
-        replaced object never serves its old bytes."""
+    def _identity(self, obj: ObjectId, version: Version | None = None) -> bytes:
+        """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds (a HEAD), so a
+        replaced object never serves its old bytes. The HEAD's ETag pins `version` (GETs send If-Match with
+        it, so S3's bytes are of the object the blocks on disk are) and its size must be the listed one."""
         held = self._etags.get(obj)
-        if held is None or time.monotonic() - held[1] > self.config.revalidate:
-            held = (self.objects.etag(obj[0], obj[1]), time.monotonic())
+        if held is None or time.monotonic() - held[2] > self.config.revalidate:
+            size, etag = self.objects.head(obj[0], obj[1])
+            held = (etag, size, time.monotonic())
             self._etags[obj] = held
+        where = f"s3://{obj[0]}/{obj[1]}"
+        if version is None:
+            return DiskCache.identity(obj[0], obj[1], held[0])
+        if version.size is not None and held[1] != version.size:
+            raise RemoteError(f"{where}: S3 holds {held[1]} bytes, {version.size} are listed: the object is "
+                              f"{'shorter' if held[1] < version.size else 'longer'} than its listing says; "
+                              "nothing of it is served")
+        version.pin(held[0], where)
         return DiskCache.identity(obj[0], obj[1], held[0])
 
     def near(self) -> bool:
@@ -282,10 +330,12 @@ Cancelled = GetCancelled  # a prefetch dropped (its file was closed): whoever wa
 
 
 class PrefetchReader:
-    def __init__(self, prefetcher: Prefetcher, obj: tuple[str | None, str], size: int) -> None:
+    def __init__(self, prefetcher: Prefetcher, obj: tuple[str | None, str], version: Version) -> None:
         self.p = prefetcher
         self.obj = obj
-        self.size = size
+        self.version = version
+        self.closed = False
+        self.size = version.size or 0
         self.next_offset: int | None = None  # where a sequential reader reads next
         self.run = 0  # bytes read in sequence since the last jump: the window grows with it
         self.run_start = 0  # where that run began: a stream drops only what it read itself
@@ -313,10 +363,13 @@ class PrefetchReader:
 
     def _gather(self, offset: int, end: int, demand_end: int) -> bytes | memoryview:
         config = self.p.config
+        if self.version.changed:
+            raise ObjectChanged(f"s3://{self.obj[0]}/{self.obj[1]}: changed on the server while being read; "
+                                "open the file again")
         failed = self.p.recent_failure(self.obj, offset, end)
         if failed is not None:
             raise failed
-        covering, new = self.p.cache.claim(self.obj, offset, demand_end, prefetched=False)
+        covering, new = self.p.cache.claim(self.obj, offset, demand_end, prefetched=False, version=self.version)
         hits = len(covering) - len(new)
         if hits:
             self.p.stats.add("cache_hits", hits)
@@ -422,7 +475,7 @@ class PrefetchReader:
                 self.wide_parts += wide
             self.ahead = start
         for lo, hi, pooled in pieces:
-            _, new = self.p.cache.claim(self.obj, lo, hi, prefetched=True)
+            _, new = self.p.cache.claim(self.obj, lo, hi, prefetched=True, version=self.version)
             for extent in new:
                 extent.pooled = pooled
             unclaimed = (hi - lo) - sum(e.size for e in new)
@@ -482,3 +535,6 @@ class PrefetchReader:
             # for the kernel's re-reads go too (fifty killed streams had left 32 MiB in the cache)
             self.p.cache.drop_consumed(self.obj, self.next_offset or 0, after=self.run_start)
         self.p.stream_ended(self)  # last: with no stream left, the buffers just given back go too
+        if not self.closed:
+            self.closed = True
+            self.p.closed(self.version)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
+import re
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ _BODY_ERRORS = (
     TimeoutError,
     OSError,
 )
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -90,6 +92,43 @@ def _finish(body: object, complete: bool) -> None:
 
 class GetCancelled(RemoteError):
     """A GET its caller gave up (its file was closed): whoever still wants the bytes fetches them again."""
+
+
+class ObjectChanged(RemoteError):
+    """The object was replaced on the server while a file of it was open (412 to If-Match, or another ETag):
+    the bytes read so far are of the old object, so nothing more of the new one may follow them."""
+
+
+class Version:
+    """What the readers of one object expect it to be: `size`, the size bpfs lists (every GET's Content-Range
+    total must be that: an object shorter or longer than listed gives EIO, never a file cut short, padded or
+    truncated), and its ETag, pinned by the first answer (later GETs send If-Match, so one file never gets
+    a mix of an old and a new object's bytes). `changed` once the server said it is another object now."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.etag: str | None = None
+        self.changed = False
+        self.open_files = 0  # files reading it now, and when the last one closed (see Prefetcher.open)
+        self.idle_since = time.monotonic()
+        self._lock = threading.Lock()
+
+    def pin(self, etag: str, where: str) -> None:
+        """Take the ETag of an answer: the first one pins it; another one means the object was replaced
+        (a server that does not honour If-Match)."""
+        if not etag:
+            return
+        with self._lock:
+            if self.etag is None:
+                self.etag = etag
+            if etag == self.etag:
+                return
+            self.changed = True
+        raise ObjectChanged(f"{where}: changed on the server while being read (ETag {self.etag}, now {etag}); "
+                            "open the file again")
+
+    def if_match(self) -> dict[str, str]:
+        return {"IfMatch": f'"{self.etag}"'} if self.etag else {}
 
 
 class ObjectClient:
@@ -153,13 +192,16 @@ class ObjectClient:
 
     def get_range(self, bucket: str | None, key: str, start: int, end: int,
                   cancelled: Callable[[], bool] | None = None,
-                  arrived: Callable[[object, int], None] | None = None) -> bytearray | mmap.mmap | bytes:
+                  arrived: Callable[[object, int], None] | None = None,
+                  version: Version | None = None) -> bytearray | mmap.mmap | bytes:
         """Bytes [start, end) of an object, read straight into one buffer (no chunks to join): retried,
         resumed where a body broke off, and given up once S3 made no progress for `read_bound` seconds
         (a slow link that progresses is never cut). Shorter when the object ends sooner. `cancelled` is
         asked between chunks of the body: once it says so, the connection is closed (S3 sends no more
         bytes, and bills none) and GetCancelled raised. `arrived(buffer, n)` is told after each chunk that
-        the buffer's first n bytes are final (a retry resumes after them)."""
+        the buffer's first n bytes are final (a retry resumes after them). `version`: the object's size and
+        ETag this read must find (see Version): ObjectChanged or RemoteError when it does not, never a short
+        result."""
         bucket = self._bucket(bucket)
         if end <= start:
             return bytearray()
@@ -183,11 +225,17 @@ class ObjectClient:
             log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
             asked = time.monotonic()
             try:
-                response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}")
+                pinned = version.if_match() if version is not None else {}
+                response = self.get_client.get_object(Bucket=bucket, Key=key, Range=f"bytes={position}-{end - 1}",
+                                                      **pinned)
                 with self._first_bytes_lock:
                     self._first_bytes.append(time.monotonic() - asked)
             except botocore.exceptions.ClientError as exc:
                 error = self._error(exc, "GET", bucket, key)
+                if isinstance(error, ObjectChanged) and version is not None:
+                    version.changed = True
+                    raise ObjectChanged(f"{where}: changed on the server while being read (no longer ETag "
+                                        f"{version.etag}); open the file again") from None
                 if isinstance(error, NotFound):
                     raise RemoteError(f"{where}: the object is missing from S3 (listed by the API, but S3 "
                                       "answers NoSuchKey)") from None
@@ -199,9 +247,23 @@ class ObjectClient:
                 self.stats.add("s3_errors")
                 last = exc
                 continue
+            except ValueError:  # botocore could not parse the answer's headers (a Content-Length that is no number)
+                self.stats.add("s3_errors")
+                raise RemoteError(f"{where}: S3's answer has headers that are not valid; nothing of it is served") \
+                    from None
             body = response["Body"]
+            try:
+                promised, total = self._answered(where, response, position, end)  # where this answer ends
+                if version is not None:
+                    if version.size is not None and total != version.size:
+                        raise RemoteError(f"{where}: S3 holds {total} bytes, {version.size} are listed: the object "
+                                          f"is {'shorter' if total < version.size else 'longer'} than its listing "
+                                          "says; nothing of it is served")
+                    version.pin(str(response.get("ETag") or "").strip('"'), where)
+            except RemoteError:
+                _finish(body, complete=False)  # not one byte of it is read: a 200 may be the whole object
+                raise
             read_into = _reader(body, response)
-            promised = position + int(response.get("ContentLength") or 0)  # where this answer says it ends
             mark = position  # progress counts in PROGRESS_BYTES steps: a trickle of bytes is a stall
             stalled = lambda body=body: cut(getattr(body, "_raw_stream", None))  # noqa: E731
             token = self.watchdog.arm(progress + CONNECT_TIMEOUT + self.read_timeout, stalled)
@@ -244,6 +306,29 @@ class ObjectClient:
             return bytes(memoryview(buffer)[:position - start])
         return buffer
 
+    @staticmethod
+    def _answered(where: str, response: dict, start: int, end: int) -> tuple[int, int]:
+        """(where the answer's bytes end, the object's size) of a GET of [start, end), checked: a server or proxy
+        that ignored the Range (200 and the whole object) or sent another range would have its bytes served at
+        the wrong offsets. A 200 is right only where the whole object was asked for (its first byte up to at
+        least its end)."""
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        length = int(response.get("ContentLength") or 0)
+        content_range = str(response.get("ContentRange") or "").strip()
+        match = _CONTENT_RANGE.fullmatch(content_range)
+        if status == 206 and match:
+            first, last, total = int(match[1]), int(match[2]), int(match[3])
+        elif status == 200 and start == 0 and length <= end:
+            first, last, total = 0, length - 1, length
+        else:
+            raise RemoteError(f"{where}: S3 answered {status} {content_range or 'without a Content-Range'} to a "
+                              f"GET of bytes {start}-{end - 1}: not the range asked for (the server or a proxy "
+                              "ignores Range); nothing of it is served")
+        if first != start or last != min(end, total) - 1 or length != last + 1 - first:
+            raise RemoteError(f"{where}: asked for bytes {start}-{end - 1}, S3 answered bytes {first}-{last}/{total} "
+                              f"in {length} bytes; nothing of it is served")
+        return last + 1, total
+
     def _ask(self, began: float, first: int, position: int, previous: int) -> int:
         """How much one read of a body asks for. A read returns only when its buffer is full, and progress
         counts only then: on a slow link that keeps sending, a read must fill within a quarter of the stall
@@ -270,10 +355,6 @@ class ObjectClient:
                 return self._sizes[(bucket, key)]
         return self.head(bucket, key)[0]
 
-    def etag(self, bucket: str | None, key: str) -> str:
-        """The object's ETag now (a HEAD): what the disk cache keys blocks by."""
-        return self.head(bucket, key)[1]
-
     def head(self, bucket: str | None, key: str) -> tuple[int, str]:
         bucket = self._bucket(bucket)
         self.stats.add("s3_requests")
@@ -284,7 +365,14 @@ class ObjectClient:
         except botocore.exceptions.BotoCoreError as exc:
             self.stats.add("s3_errors")
             raise RemoteError(f"HEAD s3://{bucket}/{key}: {exc}") from None
-        size = int(response["ContentLength"])
+        except ValueError:  # botocore could not parse the answer's headers (a Content-Length that is no number)
+            self.stats.add("s3_errors")
+            raise RemoteError(f"HEAD s3://{bucket}/{key}: S3's answer has headers that are not valid") from None
+        size = response.get("ContentLength")
+        if not isinstance(size, int) or size < 0:
+            self.stats.add("s3_errors")
+            raise RemoteError(f"HEAD s3://{bucket}/{key}: S3's answer has no valid Content-Length: the size is "
+                              "unknown")
         with self._sizes_lock:
             self._sizes[(bucket, key)] = size
         return size, str(response.get("ETag", "")).strip('"')
@@ -295,6 +383,8 @@ class ObjectClient:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         where = f"{op} s3://{bucket}/{key}"
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectChanged(f"{where}: changed on the server (If-Match failed)")
         if code == "InvalidObjectState":
             return RemoteError(
                 f"{where}: the object is in an archive storage class (GLACIER/DEEP_ARCHIVE) and must be "

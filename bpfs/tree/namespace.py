@@ -349,6 +349,8 @@ class Namespace(Subtree):
                 return f"listed by the API but missing from S3 (s3://{bucket}/{key})"
             except BpfsError as exc:
                 return f"its size could not be read from S3: {exc}"
+            except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, costs that file only
+                return f"its size could not be read from S3 (s3://{bucket}/{key}): {type(exc).__name__}"
 
         if len(objects) <= 1:
             return [one(o) for o in objects]
