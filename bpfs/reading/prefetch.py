@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from bpfs.errors import BpfsError, RemoteError, kept
+from bpfs.memory import Budget
 from bpfs.reading.disk_cache import DiskCache
 from bpfs.reading.extents import Extent, ExtentCache, ObjectId
 from bpfs.remote.s3 import GetCancelled, ObjectChanged, ObjectClient, Version
@@ -121,14 +122,13 @@ class Prefetcher:
         self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, size, when learned by a HEAD)
         self.cache = ExtentCache(self.config.cache_bytes, recycle=objects.buffers.give)
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        self.in_flight = Budget(self.config.max_in_flight)  # prefetched bytes not yet arrived
         self._failures: deque[tuple[float, ObjectId, int, int, BaseException]] = deque(maxlen=64)
         self._streams: weakref.WeakSet[PrefetchReader] = weakref.WeakSet()  # readers that read ahead now
         self._streams_lock = threading.Lock()
         objects.on_change.append(self.forget)
         # what the read path holds now: a window that outlives its file, or work stuck in flight, shows here
-        stats.section("read_ahead", lambda: {"cache_bytes": self.cache.bytes, "in_flight_bytes": self._in_flight,
+        stats.section("read_ahead", lambda: {"cache_bytes": self.cache.bytes, "in_flight_bytes": self.in_flight.used,
                                              "buffer_pool_bytes": objects.buffers.bytes,
                                              "streams": len(self._streams)})
 
@@ -289,28 +289,17 @@ class Prefetcher:
             if not self._streams:  # nobody streams now: what the pool holds goes back to the system
                 self.objects.buffers.clear()
 
-    def try_reserve(self, size: int) -> bool:
-        with self._in_flight_lock:
-            if self._in_flight + size > self.config.max_in_flight:
-                return False
-            self._in_flight += size
-            return True
-
-    def release(self, size: int) -> None:
-        with self._in_flight_lock:
-            self._in_flight -= size
-
     def submit(self, extent: Extent) -> Future | None:
         def run() -> None:
             try:
                 self.fill(extent)
             finally:
-                self.release(extent.size)
+                self.in_flight.give(extent.size)
 
         try:
             return self.pool.submit(run)
         except RuntimeError:  # shutting down
-            self.release(extent.size)
+            self.in_flight.give(extent.size)
             self.cache.filled(extent, None, RemoteError("the mount is shutting down"))
             return None
 
@@ -468,7 +457,7 @@ class PrefetchReader:
                 piece = min(part, target - start)
                 if piece < part and target < self.size and window >= 2 * full_part:
                     break  # a wide window tops up in whole parts: every GET pays a round trip, however small
-                if not self.p.try_reserve(piece):
+                if not self.p.in_flight.take(piece):
                     break  # enough in flight for the whole mount: the next read tries again
                 pieces.append((start, start + piece, piece == full_part or not wide))
                 start += piece
@@ -480,7 +469,7 @@ class PrefetchReader:
                 extent.pooled = pooled
             unclaimed = (hi - lo) - sum(e.size for e in new)
             if unclaimed:  # part of it was already held: give that reservation back
-                self.p.release(unclaimed)
+                self.p.in_flight.give(unclaimed)
             with self.lock:
                 self.mine.extend(new)
                 while self.mine and self.mine[0].end <= (self.next_offset or 0):
@@ -525,7 +514,7 @@ class PrefetchReader:
             extent.abandoned = True
         for future, extent in queued:
             if future.cancel():
-                self.p.release(extent.size)
+                self.p.in_flight.give(extent.size)
                 self.p.cache.filled(extent, None, Cancelled("prefetch cancelled: the file was closed"))
         for extent in mine:
             if extent.abandoned and extent.future.done():
