@@ -345,7 +345,7 @@ def test_the_bytes_of_a_part_that_arrived_are_served_before_the_rest():
     waiting = ThreadPoolExecutor(max_workers=1)
     try:
         extent = p.cache.claim(("b", "k"), 0, len(big), prefetched=True)[1][0]  # a part read ahead
-        assert p.try_reserve(extent.size)
+        assert p.in_flight.take(extent.size)
         p.submit(extent)
         r = p.open("b", "k", len(big))
         assert bytes(r.read(0, 128 * KiB)) == big[:128 * KiB]
