@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import random
 import threading
 import time
 import tracemalloc
 from concurrent.futures import Future
 
+import pytest
+
+from bpfs.errors import BpfsError
 from bpfs.memory import BufferPool
 from bpfs.stats import Stats
 from bpfs.writing.upload import MIN_PART, ObjectStream, UploadConfig, UploadPool
@@ -298,4 +303,39 @@ def test_files_written_at_once_past_the_filling_budget_fill_their_parts_on_disk(
         spilled.append(b"x" * MiB)
     spilled.abort()
     assert pool.filling.used == 0
+    pool.shutdown()
+
+
+class _Disk(io.BytesIO):
+    """A temporary file whose disk fails at `fail` ("flush": the writer's last bytes do not fit; "seek":
+    sending the part cannot read it back)."""
+
+    def __init__(self, fail: str) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def flush(self) -> None:
+        if self.fail == "flush":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def seek(self, *args) -> int:
+        if self.fail == "seek" and args[1:] == (2,):
+            raise OSError(errno.EIO, "Input/output error")
+        return super().seek(*args)
+
+
+@pytest.mark.parametrize("fail", ["flush", "seek"])
+def test_a_disk_failing_under_a_spilled_part_fails_the_file_never_a_gap(fail):
+    """A spilled part that cannot be flushed or read back fails its file: the multipart upload is never
+    completed without it (S3 accepts parts 2 and 3 without part 1: a short file recorded as complete)."""
+    store = PartStore()
+    pool = UploadPool(store, Stats(), UploadConfig(part_size=MIN_PART, per_file=2, max_parts=2, filling_bytes=MiB))
+    pool.spill = lambda: _Disk(fail)
+    stream = ObjectStream(pool, "b", "victim")
+    with pytest.raises(BpfsError) as raised:
+        for _ in range(3 * MIN_PART // (64 * KiB)):
+            stream.append(b"x" * (64 * KiB))
+        stream.finish()
+    assert raised.value.errno == errno.EIO and "victim" not in store.objects
+    assert fail != "flush" or "temporary file" in str(raised.value)
     pool.shutdown()

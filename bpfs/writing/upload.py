@@ -12,6 +12,7 @@ write), which is sent from there, so sixty files written at once cost disk, not 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import tempfile
@@ -68,7 +69,12 @@ class UploadPool:
     def spill(self) -> BinaryIO:
         """A part's temporary file: unlinked at once, so nothing is left behind whatever happens."""
         self.stats.add("upload_parts_spilled")
-        return tempfile.TemporaryFile(dir=self.config.spill_dir)  # noqa: SIM115 - closed once sent
+        try:
+            return tempfile.TemporaryFile(dir=self.config.spill_dir)  # noqa: SIM115 - closed once sent
+        except OSError as exc:
+            where = self.config.spill_dir or tempfile.gettempdir()
+            raise RemoteError(f"a part past the mount's memory budget cannot be filled in a temporary file in "
+                              f"{where}: {exc.strerror or exc}") from None
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
@@ -144,6 +150,9 @@ class ObjectStream:
                 self._drop_part()
             self._drain()
             self.check()
+            if sorted(self._parts) != list(range(1, len(self._futures) + 1)):  # S3 would accept a gap
+                raise RemoteError(f"s3://{self.bucket}/{self.key}: parts {sorted(self._parts)} of "
+                                  f"{len(self._futures)} were sent; not completed")
             self.objects.complete_multipart_upload(self.bucket, self.key, self.upload_id,
                                                    list(self._parts.items()))
             self.upload_id = None
@@ -191,6 +200,12 @@ class ObjectStream:
             self._part, self._spilled = self.pool.spill(), True
 
     def _put(self, chunk: memoryview) -> None:
+        try:
+            self._put_into(chunk)
+        except OSError as exc:  # a temporary file's disk is full, read-only, failing
+            raise self._disk_error(exc) from None
+
+    def _put_into(self, chunk: memoryview) -> None:
         part = self._part
         if self._spilled:
             part.write(chunk)
@@ -217,12 +232,24 @@ class ObjectStream:
         self._filled += len(chunk)
 
     def _take_part(self) -> bytearray | BinaryIO:
-        """The part being filled, cut to what was written, out of the filling budget (it is sent next)."""
+        """The part being filled, cut to what was written, out of the filling budget (it is sent next). A
+        temporary file is flushed here, so a full disk fails the writer's call, not a part in flight."""
         part, self._part = self._part, None
-        if not self._spilled and len(part) > self._filled:
-            del part[self._filled:]
         self._let_go()
+        if self._spilled:
+            try:
+                part.flush()
+            except OSError as exc:
+                _close(part)
+                raise self._disk_error(exc) from None
+        elif len(part) > self._filled:
+            del part[self._filled:]
         return part
+
+    def _disk_error(self, exc: OSError) -> RemoteError:
+        where = self.pool.config.spill_dir or tempfile.gettempdir()
+        return RemoteError(f"s3://{self.bucket}/{self.key}: a part past the mount's memory budget could not be "
+                           f"filled in a temporary file in {where}: {exc.strerror or exc}", errno.EIO)
 
     def _drop_part(self) -> None:
         part, self._part = self._part, None
@@ -271,20 +298,17 @@ class ObjectStream:
                 if self._error is not None:
                     return  # the upload is lost anyway: don't spend bandwidth on it
             size = _length(part)
-            try:
-                etag = self.objects.upload_part(self.bucket, self.key, self.upload_id, number, _rewound(part))
-            except BpfsError as exc:
-                self._fail(kept(exc))  # kept with its stack, the failed part's buffer would stay with the upload
-                return
-            except Exception as exc:  # noqa: BLE001 - a bug must still fail the file, not hang it
-                log.exception("part %d of s3://%s/%s", number, self.bucket, self.key)
-                self._fail(RemoteError(f"part {number} of s3://{self.bucket}/{self.key}: {exc!r}"))
-                return
+            etag = self.objects.upload_part(self.bucket, self.key, self.upload_id, number, _rewound(part))
             self._parts[number] = etag
             self.uploaded += size
             self.pool.stats.add("bytes_uploaded", size)
             if isinstance(part, bytearray) and size == self.part_size(number):  # a cut last part fits no other
                 self.pool.buffers.give(part)
+        except BpfsError as exc:
+            self._fail(kept(exc))  # kept with its stack, the failed part's buffer would stay with the upload
+        except Exception as exc:  # noqa: BLE001 - anything (a bug, a disk error) must fail the file, not skip a part
+            log.exception("part %d of s3://%s/%s", number, self.bucket, self.key)
+            self._fail(RemoteError(f"part {number} of s3://{self.bucket}/{self.key}: {exc!r}"))
         finally:
             _close(part)
 
@@ -311,4 +335,5 @@ def _rewound(part: bytearray | BinaryIO) -> bytearray | BinaryIO:
 
 def _close(part: bytearray | BinaryIO | None) -> None:
     if part is not None and not isinstance(part, bytearray):
-        part.close()
+        with contextlib.suppress(OSError):  # what it held was sent, or the upload failed already
+            part.close()
