@@ -65,8 +65,9 @@ class Processes:
                     self._device = entry[1]
         return self._device
 
-    def still_open(self, path: str) -> bool | None:
-        """Whether any process still has `path` (below the mount point) open; None when we cannot tell.
+    def still_open(self, path: str, for_writing: bool = False) -> bool | None:
+        """Whether any process still has `path` (below the mount point) open (`for_writing`: open to write,
+        so a reader such as `tail -f` does not count); None when we cannot tell.
 
         A descriptor counts when its link ends with the file's path inside our filesystem and it lives
         on our filesystem: its mount (fdinfo's mnt_id, looked up in that process's mountinfo) has our
@@ -95,10 +96,12 @@ class Processes:
                     link = os.readlink(f"{fd_dir}/{fd}")
                 except OSError:
                     continue
-                if link == self.mountpoint + rel:
-                    return True
                 if not (link == rel or link.endswith(rel)):
                     continue
+                if for_writing and not _writable(pid, fd):
+                    continue
+                if link == self.mountpoint + rel:
+                    return True
                 if mounts is None:
                     mounts = {m[0]: m for m in _mountinfo(f"/proc/{pid}/mountinfo")}
                 mount = mounts.get(_mnt_id(pid, fd) or "")
@@ -143,13 +146,23 @@ class Processes:
         return None
 
 
+def _writable(pid: int, fd: str) -> bool:
+    """Whether the descriptor was opened to write (fdinfo's octal flags); True when that cannot be read."""
+    flags = _fdinfo(pid, fd, "flags:")
+    return flags is None or int(flags, 8) & os.O_ACCMODE != os.O_RDONLY
+
+
 def _mnt_id(pid: int, fd: str) -> str | None:
+    return _fdinfo(pid, fd, "mnt_id:")
+
+
+def _fdinfo(pid: int, fd: str, field: str) -> str | None:
     try:
         with open(f"/proc/{pid}/fdinfo/{fd}") as info:
             for line in info:
-                if line.startswith("mnt_id:"):
+                if line.startswith(field):
                     return line.split()[1]
-    except OSError:
+    except (OSError, IndexError):
         pass
     return None
 

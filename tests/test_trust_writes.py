@@ -320,6 +320,27 @@ def test_many_files_written_at_once_keep_memory_within_the_budget(make_mount):
         assert uploads[n]["status"] == "completed" and stored(emu, uploads[n]["key"]) == bytes(data), n
 
 
+def test_a_request_refused_while_a_reader_holds_it_open_fails_its_close(make_mount):
+    """`tail -f` (or an editor) has analyses/new/x.json open while a writer sends a request the server
+    refuses: the writer's close is the last writer's, so it sends and fails with EINVAL (it returned 0,
+    the request went out at release, and the refusal reached only the log)."""
+    m = make_mount()
+    path = m.path / "analyses" / "new" / "watched.json"
+    path.write_bytes(b"")
+    reader = subprocess.Popen([sys.executable, "-c", f"f = open({str(path)!r}, 'rb'); import time; time.sleep(60)"])
+    try:
+        wait_for(lambda: any(os.path.realpath(f"/proc/{reader.pid}/fd/{fd}") == str(path)
+                             for fd in os.listdir(f"/proc/{reader.pid}/fd")), what="the reader to open it")
+        with pytest.raises(OSError) as raised:
+            with open(path, "wb") as f:
+                f.write(b'{"workflow": 999999, "samples": [1]}')
+        assert raised.value.errno == errno.EINVAL
+        assert "refused" in path.read_text()
+    finally:
+        reader.kill()
+        reader.wait()
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

@@ -171,7 +171,7 @@ class AnalysisDropBox(Subtree):
                     log.error("%s", exc)
 
     def _last_close(self, f: RequestFile, caller: int | None) -> bool:
-        still_open = self.processes.still_open(f.path)
+        still_open = self.processes.still_open(f.path, for_writing=True)  # a reader's hold sends nothing
         if still_open is not None:
             return not still_open
         return self.processes.same_process(caller, f.opener)
