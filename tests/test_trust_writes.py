@@ -525,3 +525,13 @@ def test_rsync_of_a_directory_with_its_sample_json(make_mount, tmp_path):
     sample = the_sample(emu, src.name)
     assert sample["datatype"] == "chip-seq" and emu.state.genomes[sample["genome"]]["name"] == "mm10"
     assert [u["key"].rsplit("/", 1)[-1] for u in uploads_of(emu, sample["id"])] == ["m_R1.fastq"]
+    # run again: nothing to send (sample.json keeps the time rsync gave it); then with sample.json changed,
+    # whose temporary file rsync creates exclusively (it was taken for sample.json: "File exists", exit 23)
+    for change in (False, True):
+        if change:
+            (src / "sample.json").write_text('{"genome": "mm10", "datatype": "chip-seq", "info": {"x": "1"}}')
+        again = subprocess.run(["rsync", "-a", "-i", str(src), str(m.path / "samples" / "new")],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert ("sample.json" in again.stdout) == change, again.stdout
+    assert [u["key"].rsplit("/", 1)[-1] for u in uploads_of(emu, sample["id"])] == ["m_R1.fastq"]

@@ -117,6 +117,8 @@ class Draft:
         self.sample_id: int | None = None
         self.files: dict[str, DraftFile] = {}
         self.meta_text: bytes | None = None  # sample.json as written (listed while not None)
+        self.meta_mtime: float | None = None  # the time cp -p or rsync -a gave it (a re-run rsync skips it)
+        self.meta_alias: str | None = None  # rsync's .sample.json.XXXXXX it is being written under
         self.settings: dict = {}  # sample.json, validated
         self.meta_error: str | None = None  # an invalid sample.json blocks data files until fixed
         self.next_order = 0
@@ -140,8 +142,14 @@ class Draft:
         with self.lock:
             out: dict[str, Entry] = {name: f.entry() for name, f in self.files.items()}
             if self.meta_text is not None:
-                out[META_NAME] = DraftEntry(False, size=len(self.meta_text), mtime=self.mtime, writing=True)
+                out[META_NAME] = DraftEntry(False, size=len(self.meta_text), mtime=self.meta_mtime or self.mtime,
+                                            writing=True)
         return out
+
+    def is_meta(self, name: str) -> bool:
+        """sample.json, or the one rsync temporary name it is being written under now (any other is free:
+        a second `rsync -a` creates its temporary file exclusively)."""
+        return name == META_NAME or (name == self.meta_alias and upload_name(name) == META_NAME)
 
 
 class DataHandle(Handle):
@@ -298,7 +306,7 @@ class SampleDropBox(Subtree):
             raise NotFound(f"{path}: no such file")
         draft = self._draft_dir(parts[0])
         with draft.lock:
-            if upload_name(parts[1]) == META_NAME and draft.meta_text is not None:
+            if draft.is_meta(parts[1]) and draft.meta_text is not None:
                 return draft, None, True
             found = draft.files.get(parts[1])
         if found is None:
@@ -319,7 +327,7 @@ class SampleDropBox(Subtree):
             single = draft.single_file()
             found = single.entry() if single is not None else None
         elif draft is not None and draft.is_dir:
-            found = draft.listing().get(META_NAME if upload_name(parts[1]) == META_NAME else parts[1])
+            found = draft.listing().get(META_NAME if draft.is_meta(parts[1]) else parts[1])
         if found is None:
             raise NotFound(f"{path}: no such file or directory")
         return found
@@ -385,6 +393,7 @@ class SampleDropBox(Subtree):
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
             if upload_name(parts[1]) == META_NAME:  # sample.json, or rsync's .sample.json.XXXXXX for it
+                draft.meta_alias = parts[1] if parts[1] != META_NAME else None
                 return self._open_meta(draft, truncate=True)
             return self._create_file(draft, parts[1], caller)
         name = parts[0]
@@ -693,7 +702,7 @@ class SampleDropBox(Subtree):
         buffer[offset:offset + len(data)] = data
         handle.dirty, handle.settled = True, False
         with handle.draft.lock:
-            handle.draft.meta_text = bytes(buffer)
+            handle.draft.meta_text, handle.draft.meta_mtime = bytes(buffer), None
         return len(data)
 
     def apply_meta(self, handle: MetaHandle) -> None:
@@ -759,9 +768,11 @@ class SampleDropBox(Subtree):
             return
         if len(parts) == 1 and (draft := self._lookup(parts[0])) is not None and draft.is_dir:
             return  # a sample directory: nothing to keep
-        _draft, found, _is_meta = self._resolve(path)
+        draft, found, is_meta = self._resolve(path)
         if found is not None and mtime is not None:
             found.kept_mtime = mtime
+        elif is_meta and mtime is not None:
+            draft.meta_mtime = mtime
 
     def chmod(self, path: str) -> None:
         """rsync -a and mkstemp's fchmod: accepted, S3 keeps no modes."""
@@ -816,7 +827,8 @@ class SampleDropBox(Subtree):
                 self._drafts[pn[0]] = draft
             return
         draft = self._draft_dir(po[0])
-        if upload_name(po[1]) == META_NAME and pn[1] == META_NAME:
+        if draft.is_meta(po[1]) and pn[1] == META_NAME:
+            draft.meta_alias = None
             return  # rsync's temporary sample.json was sample.json all along
         if META_NAME in (po[1], pn[1]):
             raise logged_error(f"{old} -> {new}: sample.json cannot be renamed", errno.EPERM)
