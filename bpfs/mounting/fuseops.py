@@ -25,8 +25,9 @@ FUSE_MAJOR = fuse.fuse_version_major
 # workers freely, and every retired worker would take a kept state with it
 CAPPED_WORKERS = (fuse.fuse_version_major, fuse.fuse_version_minor) >= (3, 12)
 # answers that are routine, not failures: a name that does not exist, an attribute a file lacks (ls and
-# cp ask every file for security.* and system.posix_acl_* attributes)
-QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
+# cp ask every file for security.* and system.posix_acl_* attributes), attributes not kept (cp -a and mv
+# set them on every file, and go on)
+QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA, errno.EOPNOTSUPP})
 
 
 def _errno(fs: Filesystem, op: str, path: str, exc: Exception) -> fuse.FuseOSError:

@@ -360,7 +360,7 @@ class SampleDropBox(Subtree):
         parts = self._split(path) or []
         if len(parts) != 1:
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
-        check_name(path, parts[0], sample=True)
+        check_name(path, parts[0])
         with self._lock:
             if parts[0] in self._drafts:
                 raise BpfsError(f"{path}: exists", errno.EEXIST)
@@ -387,9 +387,9 @@ class SampleDropBox(Subtree):
         parts = self._split(path) or []
         if not parts or len(parts) > 2:
             raise AccessDenied(f"{path}: a sample directory holds files only, no subdirectories")
-        check_name(path, upload_name(parts[-1]), sample=False)
+        check_name(path, upload_name(parts[-1]))
         if len(parts) == 1:
-            check_name(path, sample_name(upload_name(parts[0])), sample=True)
+            check_name(path, sample_name(upload_name(parts[0])))
         if len(parts) == 2:
             draft = self._draft_dir(parts[0])
             if upload_name(parts[1]) == META_NAME:  # sample.json, or rsync's .sample.json.XXXXXX for it
@@ -808,9 +808,9 @@ class SampleDropBox(Subtree):
         if len(po) != len(pn) or (len(po) == 2 and po[0] != pn[0]):
             raise logged_error(f"{old} -> {new}: files can be renamed only within one sample directory",
                                errno.EPERM)
-        check_name(new, upload_name(pn[-1]), sample=False)
+        check_name(new, upload_name(pn[-1]))
         if len(pn) == 1:
-            check_name(new, sample_name(upload_name(pn[0])), sample=True)
+            check_name(new, sample_name(upload_name(pn[0])))
         if len(po) == 1:
             draft = self._draft(po[0])
             with self._lock:

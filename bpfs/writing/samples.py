@@ -42,10 +42,10 @@ def sample_name(filename: str) -> str:
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
-def check_name(path: str, name: str, sample: bool) -> None:
+def check_name(path: str, name: str) -> None:
     """EINVAL before anything is created for a name Basepair cannot hold as text or that names nothing: not
-    UTF-8, control characters, blank, or (for a sample's name) "." or ".."."""
-    if _BAD_NAME.search(name) or not name.strip() or (sample and name in (".", "..")):
+    UTF-8, control characters, blank, "." or ".." (a sample's, or a file's: rsync's `....XXXXXX` is `..`)."""
+    if _BAD_NAME.search(name) or not name.strip() or name in (".", ".."):
         raise logged_error(f"{path}: refused: a sample or file name must be UTF-8 text without control "
                            "characters, and not blank, '.' or '..'", errno.EINVAL)
 
