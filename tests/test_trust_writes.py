@@ -183,21 +183,26 @@ def test_an_empty_file_whose_upload_fails_fails_its_close(make_mount, tmp_path):
     assert samples_named(emu, name) == []
 
 
-def test_cp_of_a_file_ending_in_a_hole_is_recorded_whole(make_mount, tmp_path):
-    """cp --sparse ends a file with a hole by ftruncate after its last write: the mount grows the file with
-    zeros, as a sequential writer would, instead of refusing the truncate and recording the short file."""
+@pytest.mark.parametrize("holes", ["end", "start_middle_end"])
+def test_cp_of_a_sparse_file_is_recorded_whole(make_mount, tmp_path, holes):
+    """cp skips a sparse file's holes (lseek past them, then ftruncate for one at the end): the mount fills
+    them with zeros, as S3 holds no holes, instead of refusing and recording a short file."""
     m = make_mount()
     emu = m.emulator
     name = unique("sparse")
     src = tmp_path / f"{name}.fastq"
-    data = os.urandom(5000)
     with open(src, "wb") as f:
-        f.write(data)
-        f.truncate(3 * MiB + 17)
+        if holes != "end":
+            f.seek(1 * MiB)
+        f.write(os.urandom(5000))
+        if holes != "end":
+            f.seek(2 * MiB, os.SEEK_CUR)
+            f.write(os.urandom(70000))
+        f.truncate(f.tell() + 3 * MiB + 17)
     cp("--sparse=always", src, m.path / "samples" / "new")
     upload = wait_for(lambda: (u := upload_of(emu, name, src.name))["status"] == "completed" and u,
                       what="the upload to complete")
-    assert stored(emu, upload["key"]) == src.read_bytes() and upload["filesize"] == 3 * MiB + 17
+    assert stored(emu, upload["key"]) == src.read_bytes() and upload["filesize"] == src.stat().st_size
 
 
 def test_a_refused_truncate_fails_the_file_instead_of_recording_it_short(make_mount):

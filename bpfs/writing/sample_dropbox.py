@@ -61,8 +61,10 @@ META_LIMIT = 1 << 20  # sample.json is kept in memory while it is written
 # flight are forgotten (a few KB each; their samples live on under samples/<id>/).
 KEEP_DRAFTS = 1024
 DRAFT_IDLE_SECONDS = 3600.0
-# zeros appended per step when a truncate grows a file: one buffer, however large the hole
+# A hole (a truncate that grows a file, a write past its end) is uploaded as zeros, ZERO_CHUNK at a time.
+# One larger than MAX_HOLE is refused: a FASTQ has none, and a stray offset must not hold a write for hours.
 ZERO_CHUNK = 1 << 20
+MAX_HOLE = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -476,28 +478,27 @@ class SampleDropBox(Subtree):
             if f.broken is not None:
                 raise BpfsError(f"{f.path}: an earlier write failed; the upload will fail at close",
                                 f.broken.errno)
-            if offset != f.stream.size:
+            if offset != f.stream.size and not f.stream.size < offset <= f.stream.size + MAX_HOLE:
                 f.broken = logged_error(f"{f.path}: write at offset {offset} while the file has "
                                         f"{f.stream.size} bytes: bpfs accepts sequential writes only (cp, cat, "
                                         "rsync write that way); the upload will fail at close", errno.ESPIPE)
                 raise f.broken
+            self._zeros(f, offset)  # a hole skipped (cp of a sparse file): zeros, as S3 holds no holes
             self._append(f, data)
             f.mtime = time.time()
         return len(data)
 
     def resize_data(self, f: DraftFile, length: int) -> None:
-        """(f)truncate of a data file. Growing a file being written appends zeros, as a sequential writer
-        would (cp --sparse ends a file with a hole that way). Anything else cannot be uploaded: a file being
-        written is marked broken, so its close fails and nothing is recorded; a caller that ignores the
-        failed truncate (cp only warns after writing) must not get a short file recorded as complete."""
+        """(f)truncate of a data file. Growing a file being written (up to MAX_HOLE) appends zeros, as a
+        sequential writer would (cp --sparse ends a file with a hole that way). Anything else cannot be
+        uploaded: a file being written is marked broken, so its close fails and nothing is recorded; a caller
+        that ignores the failed truncate (cp only warns after writing) must not get a short file recorded."""
         with f.lock:
             size = f.current_size
             if size == length:
                 return  # O_TRUNC on a new file, or cp setting the size it already has
-            if f.state == "writing" and f.broken is None and length > size:
-                zeros = bytes(min(length - size, ZERO_CHUNK))
-                while f.stream.size < length:
-                    self._append(f, memoryview(zeros)[:length - f.stream.size])
+            if f.state == "writing" and f.broken is None and size < length <= size + MAX_HOLE:
+                self._zeros(f, length)
                 f.mtime = time.time()
                 return
             error = logged_error(f"{f.path}: cannot change the size of a file being or already uploaded (from "
@@ -505,6 +506,12 @@ class SampleDropBox(Subtree):
             if f.state == "writing" and f.broken is None:
                 f.broken = BpfsError(f"{error}; the upload will fail at close", errno.EIO)
             raise error
+
+    def _zeros(self, f: DraftFile, until: int) -> None:
+        if f.stream.size < until:
+            zeros = memoryview(bytes(min(until - f.stream.size, ZERO_CHUNK)))
+            while f.stream.size < until:
+                self._append(f, zeros[:until - f.stream.size])
 
     def _append(self, f: DraftFile, data: bytes | memoryview) -> None:
         try:

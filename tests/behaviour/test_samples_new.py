@@ -87,6 +87,33 @@ def test_sample_json_sets_the_genome_and_a_bad_one_is_einval(fs):
         assert samples_named(emu, other) == []
 
 
+def test_a_hole_is_zeros_but_a_write_back_into_it_fails_the_file(fs):
+    """A write past the end (cp skipping a sparse file's hole) fills the gap with zeros; writing back into
+    the gap afterwards, or past a gap of more than 256 MiB, fails the file: nothing is recorded."""
+    emu = fs.emulator
+    name = unique("hole")
+    fd = fs.open(f"samples/new/{name}.fastq", os.O_WRONLY | os.O_CREAT)
+    fs.write_fd(fd, b"x" * 1000)
+    fs.pwrite(fd, b"y" * 10, 5000)
+    fs.close(fd)
+    ((sample,),) = (samples_named(emu, name),)
+    (upload,) = uploads_of(emu, sample["id"])
+    assert emu.store.get_bytes(emu.bucket, upload["key"]) == b"x" * 1000 + bytes(4000) + b"y" * 10
+    for gap, back in ((5000, 2000), (1000 + (256 << 20) + 1, None)):
+        other = unique("holeback")
+        fd = fs.open(f"samples/new/{other}.fastq", os.O_WRONLY | os.O_CREAT)
+        fs.write_fd(fd, b"x" * 1000)
+        with pytest.raises(OSError) as raised:
+            if back is not None:
+                fs.pwrite(fd, b"y", gap)
+            fs.pwrite(fd, b"z", back if back is not None else gap)
+        assert raised.value.errno == errno.ESPIPE
+        with pytest.raises(OSError) as closing:
+            fs.close(fd)
+        assert closing.value.errno == errno.EIO
+        assert samples_named(emu, other) == []
+
+
 def test_writes_must_be_sequential(fs):
     name = unique("seq")
     fd = fs.open(f"samples/new/{name}.fastq", os.O_WRONLY | os.O_CREAT)
