@@ -211,6 +211,7 @@ class ObjectClient:
         view = memoryview(buffer)
         position = start
         last: BaseException | str | None = None
+        tries = 0
         for attempt in range(GET_ATTEMPTS):
             if position >= end:
                 break
@@ -222,6 +223,7 @@ class ObjectClient:
                     break
                 time.sleep(min(0.25 * 2 ** (attempt - 1), left, 4.0))  # backoff: 0.25, 0.5, 1, 2, 4 s
             self.stats.add("s3_requests")
+            tries += 1
             log.debug("GET s3://%s/%s bytes=%d-%d", bucket, key, position, end - 1)
             asked = time.monotonic()
             try:
@@ -299,8 +301,8 @@ class ObjectClient:
             if position < end:  # the object is shorter than we were told: stop at its end
                 break
         if position < end and last is not None:
-            raise RemoteError(f"{where}: S3 made no progress for {self.read_bound:.0f} s (at byte {position} "
-                              f"of {start}-{end}): {last}")
+            raise RemoteError(f"{where}: S3 made no progress in {time.monotonic() - progress:.0f} s and "
+                              f"{tries} attempts (at byte {position} of {start}-{end}): {last}")
         view.release()
         if position < end:  # the object ended first: the bytes it had
             return bytes(memoryview(buffer)[:position - start])
