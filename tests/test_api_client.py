@@ -69,6 +69,20 @@ def test_5xx_is_retried_then_given_up(emulator):
         emulator.faults_api.clear()
 
 
+def test_headers_trickled_a_byte_at_a_time_fail_within_the_bound(emulator):
+    """Each header byte comes within the socket timeout, so only a deadline on the whole reply ends it: a
+    listing sat 383 s behind headers sent a byte a second."""
+    c = client(emulator, "v3", timeout=1)
+    try:
+        emulator.faults_api.add(method="GET", path="/api/v3/pipelines", trickle_headers=0.2, times=None)
+        started = time.monotonic()
+        with pytest.raises(RemoteError):
+            c.workflows()
+        assert time.monotonic() - started <= c.bound + 1
+    finally:
+        emulator.faults_api.clear()
+
+
 def test_a_stalled_api_fails_within_the_timeout_budget(emulator):
     c = client(emulator, "v3", timeout=1)
     try:

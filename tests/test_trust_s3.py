@@ -169,3 +169,23 @@ def test_a_head_without_a_valid_content_length_costs_that_file_only(make_mount, 
     assert raised.value.errno == errno.EIO
     assert (top / "bam" / "liver_rep1.bam").stat().st_size > 0
     assert "its size could not be read from S3" in clean_log(m)
+
+
+@pytest.mark.parametrize("op", ["GET", "HEAD"])
+def test_headers_trickled_a_byte_at_a_time_fail_within_the_bound(emu, op):
+    """Every header byte comes within the socket's read timeout, so only a deadline on the whole reply ends
+    it: `head -c 100` sat 448 s behind headers sent a byte every 2 s, a HEAD 94 s."""
+    import time
+
+    client = ObjectClient(parse_config(emu.config_v1(), environ={}), Stats(), read_timeout=1)
+    emu.faults_s3.add(method=op, path=BIGWIG, trickle_headers=0.2, times=None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError):
+            if op == "GET":
+                client.get_range(None, BIGWIG, 0, 100)
+            else:
+                client.head(None, BIGWIG)
+        assert time.monotonic() - started <= client.read_bound + 2
+    finally:
+        emu.faults_s3.clear()

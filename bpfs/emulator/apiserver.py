@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from bpfs.emulator.account import AccountState, BadRequest, NotFound, RecordError
-from bpfs.emulator.faults import Fault, Faults
+from bpfs.emulator.faults import Fault, Faults, SlowHeaders
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,8 @@ class ApiServer:
                 payload = transform(method, path, params, status, payload)
         if fault is not None and fault.trickle:
             headers = {**headers, "X-Emulator-Trickle": str(fault.trickle)}
+        if fault is not None and fault.trickle_headers:
+            headers = {**headers, "X-Emulator-Trickle-Headers": str(fault.trickle_headers)}
         return status, payload, headers, fault.drop_after if fault is not None else None
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -622,7 +624,7 @@ class ApiServer:
         return {"signed_urls": urls}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SlowHeaders, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "BasepairEmulator/1.0"
     sys_version = ""
@@ -691,6 +693,8 @@ class _Handler(BaseHTTPRequestHandler):
         # bytes are sent as they are: a test's transform can answer a body no JSON encoder would write
         data = payload if isinstance(payload, bytes) else b"" if payload is None or status == 204 else \
             json.dumps(payload).encode()
+        slow = headers.get("X-Emulator-Trickle-Headers")
+        self.slow_headers = float(slow) if slow else None
         self.send_response(status)
         if data or status != 204:
             self.send_header("Content-Type", "application/json")

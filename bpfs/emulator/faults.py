@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -24,6 +25,7 @@ class Fault:
     delay: float = 0.0  # sleep this long before answering (a stalled server)
     drop_after: int | None = None  # send headers and this many body bytes, then close the connection
     trickle: float | None = None  # send the body one byte every this many seconds (a server that crawls)
+    trickle_headers: float | None = None  # the status line and headers too (no socket timeout ever fires)
     # extra response headers with `status` (a redirect's Location); on S3 without `status`, headers that replace
     # a GET's or HEAD's own (None drops one): a HEAD without a Content-Length, or with one that is not a number
     headers: dict[str, str | None] | None = None
@@ -70,3 +72,21 @@ class Faults:
                             self._rules.remove(rule)
                     return rule
         return None
+
+
+class SlowHeaders:
+    """A request handler mixin: with `slow_headers` set (from a fault's `trickle_headers`), the status line
+    and headers go out one byte every that many seconds."""
+
+    slow_headers: float | None = None
+
+    def flush_headers(self) -> None:
+        buffered = getattr(self, "_headers_buffer", None)
+        if not self.slow_headers or not buffered:
+            super().flush_headers()  # type: ignore[misc]
+            return
+        data, self._headers_buffer = b"".join(buffered), []
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])  # type: ignore[attr-defined]
+            self.wfile.flush()  # type: ignore[attr-defined]
+            time.sleep(self.slow_headers)

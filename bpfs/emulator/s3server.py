@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
 from urllib.parse import parse_qs, quote, unquote
 
-from bpfs.emulator.faults import Fault, Faults
+from bpfs.emulator.faults import Fault, Faults, SlowHeaders
 from bpfs.emulator.s3protocol import (
     BLOCK,
     FramingError,
@@ -244,7 +244,7 @@ def _no_such_upload(upload_id: str) -> S3Error:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SlowHeaders, BaseHTTPRequestHandler):
     """One connection; each request goes through `_handle` (faults, errors) and `_route` (the operation)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: boto3 reuses pooled connections
@@ -279,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._path = unquote(raw_path)
         try:
             fault = s3.faults.take(self.command, self._path, query) if s3.faults is not None else None
+            self.slow_headers = fault.trickle_headers if fault is not None else None
             if fault is not None:
                 if fault.delay:
                     time.sleep(fault.delay)

@@ -30,7 +30,7 @@ from bpfs.redact import redact
 from bpfs.remote.config import Config
 from bpfs.remote.dialects import Dialect, dialect_for
 from bpfs.remote.records import Analysis, Genome, Sample, Workflow, fk_id
-from bpfs.remote.watchdog import Watchdog, cut
+from bpfs.remote.watchdog import Watchdog, bounded_replies, cut
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.api")
@@ -72,9 +72,11 @@ class BrokenOff(RemoteError):
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # what urllib3 retries too
 
 
-def _session(retry: Retry) -> requests.Session:
+def _session(retry: Retry, reply_bound: float) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)  # 16: FUSE threads at once
+    manager = adapter.poolmanager  # a reply's headers trickled a byte a second: bounded like its body
+    manager.pool_classes_by_scheme = bounded_replies(manager.pool_classes_by_scheme, reply_bound)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "bpfs"
@@ -113,6 +115,7 @@ class ApiClient:
         self.config = config
         self.stats = stats or Stats()
         self.dialect: Dialect = dialect_for(config.dialect, config.base_url)
+        reply_bound = CONNECT_TIMEOUT + config.timeout  # one attempt's wait for its reply, as its socket's timeouts
         self.session = _session(BoundedRetry(
             total=retries,
             connect=retries,
@@ -125,8 +128,8 @@ class ApiClient:
             raise_on_status=False,
             raise_on_redirect=False,
             respect_retry_after_header=True,
-        ))
-        self.once = _session(Retry(0, read=False, redirect=0, raise_on_redirect=False))  # asking again, below
+        ), reply_bound)
+        self.once = _session(Retry(0, read=False, redirect=0, raise_on_redirect=False), reply_bound)  # see exchange
         self.auth = {"username": config.username, "api_key": config.api_key}
         self.user: dict | None = None
         self.watchdog = Watchdog()

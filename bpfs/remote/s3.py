@@ -27,7 +27,7 @@ from cachetools import LRUCache
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.memory import BufferPool
 from bpfs.remote.config import Config
-from bpfs.remote.watchdog import Watchdog, cut
+from bpfs.remote.watchdog import Watchdog, bounded_replies, cut
 from bpfs.stats import Stats
 
 log = logging.getLogger("bpfs.s3")
@@ -131,6 +131,17 @@ class Version:
         return {"IfMatch": f'"{self.etag}"'} if self.etag else {}
 
 
+def _bound_replies(client: object, bound: float) -> None:
+    """A reply's status line and headers must come within `bound` seconds: botocore's read timeout is per
+    socket read, and a server that trickled them a byte every 2 s held `head -c 100` for 7 minutes. botocore
+    offers no setting for the connection classes, so they are set on its session's pool manager, as botocore
+    itself sets them (httpsession.URLLib3Session), before the client has made a connection."""
+    http = client._endpoint.http_session  # type: ignore[attr-defined]
+    pools = bounded_replies(http._pool_classes_by_scheme, bound)
+    http._pool_classes_by_scheme = pools  # for the proxy managers it makes later
+    http._manager.pool_classes_by_scheme = pools
+
+
 class ObjectClient:
     """The only place that talks to S3; one instance is shared by all handles (boto3 clients are thread-safe)."""
 
@@ -163,6 +174,8 @@ class ObjectClient:
         self.client = session.client("s3", config=boto_config(MAX_ATTEMPTS, other_connections), **where, **kwargs)
         self.get_client = session.client("s3", config=boto_config(1, max_connections), **where,  # retried here
                                          **kwargs)
+        for client in (self.client, self.get_client):
+            _bound_replies(client, CONNECT_TIMEOUT + read_timeout)
         self.read_timeout = read_timeout
         self.get_budget = 2 * (CONNECT_TIMEOUT + read_timeout)  # new attempts start only this long after progress
         self.read_bound = self.get_budget + CONNECT_TIMEOUT + read_timeout  # the longest a read waits without data

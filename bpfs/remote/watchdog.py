@@ -2,7 +2,8 @@
 
 Socket timeouts fire only when nothing arrives; a server that trickles a byte at a time never trips
 them. The watchdog bounds such waits: at the deadline it shuts the socket down under the response,
-and the blocked read returns at once.
+and the blocked read returns at once. Bodies are watched by their readers (api.py, s3.py); a reply's
+status line and headers, read inside urllib3 before any caller sees a response, by `bounded_replies`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger("bpfs.watchdog")
 COMPACT_AT = 4096  # timers held before disarmed ones are dropped early: a few hundred KiB at most
@@ -101,3 +102,39 @@ def cut(response: object) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except (AttributeError, OSError):
         pass
+
+
+class _BoundedReply:
+    """A urllib3 connection whose reply's status line and headers must arrive within `reply_bound`
+    seconds of the request: a server that sends them a byte a second held a read for 7 minutes."""
+
+    reply_bound = 30.0
+    watchdog: Watchdog
+
+    def getresponse(self, *args, **kwargs):  # noqa: ANN202 - urllib3's signature
+        sock = getattr(self, "sock", None)
+        timer = self.watchdog.arm(time.monotonic() + self.reply_bound, lambda: _shut(sock))
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.watchdog.disarm(timer)
+
+
+def bounded_replies(pools: Mapping[str, type], bound: float) -> dict[str, type]:
+    """Subclasses of urllib3 connection pool classes (by scheme, as a PoolManager's
+    `pool_classes_by_scheme`) whose connections cut a reply whose headers take more than `bound` s."""
+    watchdog = Watchdog()
+    out = {}
+    for scheme, pool in pools.items():
+        connection = type(f"Bounded{pool.ConnectionCls.__name__}", (_BoundedReply, pool.ConnectionCls),
+                          {"reply_bound": bound, "watchdog": watchdog})
+        out[scheme] = type(f"Bounded{pool.__name__}", (pool,), {"ConnectionCls": connection})
+    return out
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
