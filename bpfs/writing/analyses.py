@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from bpfs.errors import AccessDenied, BpfsError, NotFound, RemoteError
 from bpfs.remote.api import ApiClient, error_detail, parse_json
-from bpfs.remote.records import fk_id
+from bpfs.remote.records import Analysis, fk_id
 from bpfs.tree.catalog import Catalog
 from bpfs.writing.jsonfile import read_object
 from bpfs.writing.lost_replies import Adopter, maybe_made
@@ -140,7 +140,7 @@ class AnalysisRequests:
                 raise
             if isinstance(exc, NotFound) or (status is not None and 400 <= status < 500):
                 raise Refused(f"{where}: the server refused the request: {_reason(exc)}") from None
-            return self._made_anyway(exc, workflow, samples, sent, where)
+            return self._made_anyway(exc, workflow, samples, controls, params, sent, where)
         payload = parse_json(content, "POST analyses") if content.strip() else {}
         if not isinstance(payload, dict):
             payload = {}
@@ -166,11 +166,21 @@ class AnalysisRequests:
                  ", ".join(map(str, samples)))
         return payload
 
-    def _made_anyway(self, exc: RemoteError, workflow: int, samples: list[int], sent: float, where: str) -> dict:
-        """After a POST that got no answer: the analysis the server started all the same, or the error."""
+    def _made_anyway(self, exc: RemoteError, workflow: int, samples: list[int], controls: list[int], params: dict,
+                     sent: float, where: str) -> dict:
+        """After a POST that got no answer: the analysis the server started all the same, or the error. Only
+        one that is this request in every part the record shows (workflow, samples, controls, the node
+        parameters it echoes) is taken: the same workflow on the same samples with other parameters, from
+        another client a moment before, is not the user's analysis."""
         what = f"an analysis of workflow {workflow} on samples {', '.join(map(str, samples))}"
-        found = self.adopter.made_anyway(self.api.analyses, lambda a: a.workflow == workflow and
-                                         sorted(a.samples) == sorted(samples), sent, what)
+
+        def ours(a: Analysis) -> bool:
+            shown = a.raw.get("params") if isinstance(a.raw.get("params"), dict) else {}
+            return a.workflow == workflow and sorted(a.samples) == sorted(samples) and \
+                sorted(filter(None, map(fk_id, a.raw.get("controls") or []))) == sorted(controls) and \
+                (shown.get("node") or {}) == (params.get("node") or {})
+
+        found = self.adopter.made_anyway(self.api.analyses, ours, sent, what)
         self.catalog.analyses_changed(found.id if found else None)
         if found is None:
             raise maybe_made(exc, what, "analyses/") from None

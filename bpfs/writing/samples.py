@@ -150,15 +150,19 @@ class SampleRecords:
     # -- sample records ----------------------------------------------------------------------------
     def create_sample(self, name: str, settings: dict) -> int:
         """POST the sample (§8 step 2) with the mount's defaults under `settings`; its id."""
+        body = self._sample_body(name, {**self.defaults(), **settings})
         sent = time.time()
         try:
-            sample_id = self.api.create("samples", self._sample_body(name, {**self.defaults(), **settings}))
+            sample_id = self.api.create("samples", body)
             self.adopter.answered(sample_id)
         except RemoteError as exc:
             if not unanswered(exc):
                 raise
-            found = self.adopter.made_anyway(self.api.samples, lambda s: s.name == name and not s.uploads, sent,
-                                             f"sample {name!r}")
+            # a sample of that name and data type, with no file yet, made since: another client's one, made
+            # the same minute with the same name, cannot be told apart (the log names the sample taken)
+            found = self.adopter.made_anyway(
+                self.api.samples, lambda s: s.name == name and s.datatype == body["datatype"] and not s.uploads,
+                sent, f"sample {name!r}")
             if found is None:
                 raise maybe_made(exc, f"sample {name!r}", "samples/") from None
             log.warning("POST samples: %s; the server had created sample %d (%s) all the same: using it",

@@ -131,6 +131,17 @@ def test_a_request_whose_answer_is_lost_is_not_started_twice(make_fs, dialect):
     assert raised.value.errno == errno.EIO
     assert "look in analyses/ before trying again" in json.loads(fs.read_text("analyses/new/lost.json"))["error"]
     assert analyses_ids(emu) == before | {new, again}
+    # another client starts the same workflow on the same sample with other parameters; ours is not started
+    with emu.state.lock:
+        theirs = emu.state.create_analysis({"workflow": 7, "samples": [sample],
+                                            "params": {"node": {"star": {"outFilterMultimapNmax": "1"}}}})["id"]
+    emu.faults_api.add(method="POST", path=r"/analyses/?$", status=502)
+    with pytest.raises(OSError) as raised:
+        request(fs, "mine.json", {"workflow": 7, "samples": [sample],
+                                  "params": {"node": {"star": {"outFilterMultimapNmax": 50}}}})
+    assert raised.value.errno == errno.EIO
+    assert "error" in json.loads(fs.read_text("analyses/new/mine.json"))
+    assert analyses_ids(emu) == before | {new, again, theirs}
 
 
 def test_a_request_removed_while_being_written_is_never_sent(fs):
