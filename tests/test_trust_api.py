@@ -106,6 +106,21 @@ def test_a_server_that_pages_20_without_a_count_lists_everything(emu):
     assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
 
 
+@pytest.mark.parametrize("size", [10, 19])
+def test_a_server_that_pages_fewer_than_20_without_a_count_follows_its_next_link(emu, size):
+    """Tastypie without a count still says whether a page follows (meta.next): a page of 10 was taken for
+    the last one, and 10 of 155 analyses were listed without a word."""
+    def small_pages(payload, params):
+        total, offset = payload["meta"]["total_count"], int(params.get("offset", 0))
+        payload["objects"] = payload["objects"][:size]
+        later = f"/api/v1/analyses?offset={offset + size}&limit={size}" if offset + size < total else None
+        payload["meta"] = {"limit": size, "offset": offset, "next": later}
+        return payload
+
+    rewrite(emu, r"/analyses$", small_pages)
+    assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
+
+
 def test_a_server_that_pages_20_mounts_everything(make_mount, emu):
     rewrite(emu, r"/analyses$", twenty_per_page)
     m = make_mount(emu=emu)

@@ -266,7 +266,8 @@ class ApiClient:
     def list(self, resource: str, params: dict | None = None) -> list[dict]:
         """Every object of a collection, in pages; a bare list is the whole collection.
 
-        A server may page fewer than asked: its first page tells how many a page holds (20 or more).
+        A server may page fewer than asked: its first page tells how many a page holds (20 or more), and
+        without a count its `meta.next` tells whether another page follows (a page of 10 is then not the last).
         A broken server cannot make this loop: a page that repeats only what was seen, more pages
         than `total_count` could need at that size, more than MAX_LIST_OBJECTS objects or
         MAX_LIST_BYTES bytes, or pages beyond `list_bound` seconds stop it with an error.
@@ -320,8 +321,9 @@ class ApiClient:
                     log.warning("GET %s: %d of the %d records announced (some were deleted while paging?)",
                                 resource, len(objects), total)
                 return objects
-            if total is None and len(page) < per_page:
-                return objects  # no usable count: a short page is the last one
+            more = _next(body.get("meta"))  # Tastypie's meta.next: a link while pages follow, else null
+            if total is None and (more is False or (len(page) < per_page and not more)):
+                return objects  # no usable count: a short page is the last one, unless the server links on
             if total is not None and len(objects) >= total:
                 return objects
             if page_number >= max_pages:
@@ -501,6 +503,13 @@ def _count(meta: object) -> int | None:
     except ValueError:
         return None
     return value if value >= 0 else None
+
+
+def _next(meta: object) -> bool | None:
+    """Whether the server says another page follows (meta.next); None when it does not say."""
+    if not isinstance(meta, dict) or "next" not in meta:
+        return None
+    return isinstance(meta["next"], str) and bool(meta["next"].strip())
 
 
 def _identity(obj: dict) -> object:
