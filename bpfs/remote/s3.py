@@ -53,7 +53,7 @@ _BODY_ERRORS = (
     TimeoutError,
     OSError,
 )
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.IGNORECASE)  # the unit is case-insensitive (RFC 9110)
 _CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -128,7 +128,20 @@ class Version:
                             "open the file again")
 
     def if_match(self) -> dict[str, str]:
-        return {"IfMatch": f'"{self.etag}"'} if self.etag else {}
+        """If-Match for a strong ETag; a weak one (W/"...") never matches under If-Match's strong comparison,
+        nor does a Last-Modified stand-in: those are compared on each answer instead (see pin)."""
+        strong = self.etag and not self.etag.startswith(("W/", "LM:"))
+        return {"IfMatch": f'"{self.etag}"'} if strong else {}
+
+
+def _validator(response: dict) -> str:
+    """What tells one version of an object from another: its ETag (quotes dropped; a weak one kept whole),
+    or, from a server or proxy that sends none, its Last-Modified time ("LM:..."); "" when neither is sent."""
+    etag = str(response.get("ETag") or "").strip()
+    if etag:
+        return etag if etag.startswith("W/") else etag.strip('"')
+    modified = response.get("LastModified")
+    return f"LM:{modified.isoformat() if hasattr(modified, 'isoformat') else modified}" if modified else ""
 
 
 def _bound_replies(client: object, bound: float) -> None:
@@ -274,7 +287,7 @@ class ObjectClient:
                         raise RemoteError(f"{where}: S3 holds {total} bytes, {version.size} are listed: the object "
                                           f"is {'shorter' if total < version.size else 'longer'} than its listing "
                                           "says; nothing of it is served")
-                    version.pin(str(response.get("ETag") or "").strip('"'), where)
+                    version.pin(_validator(response), where)
             except RemoteError:
                 _finish(body, complete=False)  # not one byte of it is read: a 200 may be the whole object
                 raise
@@ -336,9 +349,10 @@ class ObjectClient:
         elif status == 200 and start == 0 and length <= end:
             first, last, total = 0, length - 1, length
         else:
+            why = " (the server or a proxy ignores Range)" if status == 200 else ""
             raise RemoteError(f"{where}: S3 answered {status} {content_range or 'without a Content-Range'} to a "
-                              f"GET of bytes {start}-{end - 1}: not the range asked for (the server or a proxy "
-                              "ignores Range); nothing of it is served")
+                              f"GET of bytes {start}-{end - 1}: not the range asked for{why}; nothing of it is "
+                              "served")
         if first != start or last != min(end, total) - 1 or length != last + 1 - first:
             raise RemoteError(f"{where}: asked for bytes {start}-{end - 1}, S3 answered bytes {first}-{last}/{total} "
                               f"in {length} bytes; nothing of it is served")
@@ -390,7 +404,7 @@ class ObjectClient:
                               "unknown")
         with self._sizes_lock:
             self._sizes[(bucket, key)] = size
-        return size, str(response.get("ETag", "")).strip('"')
+        return size, _validator(response)
 
     def _error(self, exc: botocore.exceptions.ClientError, op: str, bucket: str, key: str) -> BpfsError:
         self.stats.add("s3_errors")
