@@ -135,6 +135,9 @@ class AnalysisDropBox(Subtree):
         if writing:
             self._writing(path, "open for writing")
             with f.lock:
+                if flags & os.O_APPEND and not flags & os.O_TRUNC and not f.pending and f.content:
+                    raise BpfsError(f"{path}: holds the answer to its request; appending to it (>>) is no "
+                                    "request: write a new one with > (or into a new file)", errno.EINVAL)
                 if flags & os.O_TRUNC or not f.pending:  # writing into an answer is a new request
                     f.content, f.pending = b"", False
                 f.opener = caller

@@ -158,6 +158,17 @@ def test_a_request_removed_while_being_written_is_never_sent(fs):
     assert analyses_ids(emu) == before and not fs.exists(path)
 
 
+def test_appending_to_an_answer_is_refused_with_a_reason(fs):
+    """`>>` onto an answer wrote the request after the answer's length in NUL bytes: 'not valid JSON
+    (utf-32-be codec...)'. It is refused at open, saying why, and the answer stays."""
+    sample = a_sample(fs.emulator)
+    request(fs, "twice.json", {"workflow": 7, "samples": [sample]})
+    answer = fs.read_text("analyses/new/twice.json")
+    with pytest.raises(OSError) as raised:
+        fs.open("analyses/new/twice.json", os.O_WRONLY | os.O_APPEND)
+    assert raised.value.errno == errno.EINVAL and fs.read_text("analyses/new/twice.json") == answer
+
+
 def test_an_ambiguous_name_is_refused(fs):
     emu = fs.emulator
     twin = f"twin_{uuid.uuid4().hex[:6]}"
