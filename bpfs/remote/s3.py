@@ -149,10 +149,13 @@ def _bound_replies(client: object, bound: float) -> None:
     socket read, and a server that trickled them a byte every 2 s held `head -c 100` for 7 minutes. botocore
     offers no setting for the connection classes, so they are set on its session's pool manager, as botocore
     itself sets them (httpsession.URLLib3Session), before the client has made a connection."""
-    http = client._endpoint.http_session  # type: ignore[attr-defined]
-    pools = bounded_replies(http._pool_classes_by_scheme, bound)
-    http._pool_classes_by_scheme = pools  # for the proxy managers it makes later
-    http._manager.pool_classes_by_scheme = pools
+    try:
+        http = client._endpoint.http_session  # type: ignore[attr-defined]
+        pools = bounded_replies(http._pool_classes_by_scheme, bound)
+        http._pool_classes_by_scheme = pools  # for the proxy managers it makes later
+        http._manager.pool_classes_by_scheme = pools
+    except AttributeError:  # a botocore laid out otherwise: reads still work, with only per-read timeouts
+        log.warning("this botocore does not let bpfs bound the wait for an S3 reply's headers")
 
 
 class ObjectClient:
