@@ -121,6 +121,18 @@ def test_a_server_that_pages_fewer_than_20_without_a_count_follows_its_next_link
     assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
 
 
+@pytest.mark.parametrize("link", [None, "", True])
+def test_a_full_page_without_a_count_goes_on_whatever_next_says_when_it_is_no_link(emu, link):
+    """A server that always sends `next: null` (or something that is no link): full pages still go on."""
+    def no_link(payload, params):
+        payload = twenty_per_page(payload, params)
+        payload["meta"] = {"next": link}
+        return payload
+
+    rewrite(emu, r"/analyses$", no_link)
+    assert {str(a.id) for a in client(emu).analyses()} == analysis_ids(emu)
+
+
 def test_a_server_that_pages_20_mounts_everything(make_mount, emu):
     rewrite(emu, r"/analyses$", twenty_per_page)
     m = make_mount(emu=emu)

@@ -119,7 +119,7 @@ class Prefetcher:
         # (bucket, key) -> the Version that files opened now share (with its bytes in the cache)
         self._versions: LRUCache = LRUCache(65_536)
         self._versions_lock = threading.Lock()
-        self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (etag, size, when learned by a HEAD)
+        self._etags: LRUCache = LRUCache(65_536)  # (bucket, key) -> (Tag, size, when learned by a HEAD)
         self.cache = ExtentCache(self.config.cache_bytes, recycle=objects.buffers.give)
         self.pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="bpfs-fetch")
         self.in_flight = Budget(self.config.max_in_flight)  # prefetched bytes not yet arrived
@@ -212,10 +212,10 @@ class Prefetcher:
         `version`: see ObjectClient.get_range (with the disk cache on, bytes are served once the whole range
         is in)."""
         bucket, key = obj
-        if self.disk is None:
+        identity = self._identity(obj, version) if self.disk is not None else None
+        if identity is None:  # no disk cache, or an object whose answers tell no version from another
             return self.objects.get_range(bucket, key, start, end, cancelled=cancelled, arrived=arrived,
                                           version=version)
-        identity = self._identity(obj, version)
         block = self.disk.config.block_size
         size = version.size if version is not None and version.size is not None else end
         first, last = start // block, (end - 1) // block
@@ -242,24 +242,26 @@ class Prefetcher:
             return buffer
         return bytes(view[start - base:end - base])
 
-    def _identity(self, obj: ObjectId, version: Version | None = None) -> bytes:
-        """The disk blocks' key for this object: its ETag, learned once per `revalidate` seconds (a HEAD), so a
-        replaced object never serves its old bytes. The HEAD's ETag pins `version` (GETs send If-Match with
-        it, so S3's bytes are of the object the blocks on disk are) and its size must be the listed one."""
+    def _identity(self, obj: ObjectId, version: Version | None = None) -> bytes | None:
+        """The disk blocks' key for this object: its ETag (or Last-Modified), learned once per `revalidate`
+        seconds (a HEAD), so a replaced object never serves its old bytes; None when S3 sends neither, as
+        nothing could tell a replaced object's blocks from its old ones. The HEAD's Tag pins `version` (GETs
+        send If-Match with it, so S3's bytes are of the object the blocks on disk are) and its size must be
+        the listed one."""
         held = self._etags.get(obj)
         if held is None or time.monotonic() - held[2] > self.config.revalidate:
-            size, etag = self.objects.head(obj[0], obj[1])
-            held = (etag, size, time.monotonic())
+            size, tag = self.objects.head(obj[0], obj[1])
+            held = (tag, size, time.monotonic())
             self._etags[obj] = held
         where = f"s3://{obj[0]}/{obj[1]}"
-        if version is None:
-            return DiskCache.identity(obj[0], obj[1], held[0])
-        if version.size is not None and held[1] != version.size:
-            raise RemoteError(f"{where}: S3 holds {held[1]} bytes, {version.size} are listed: the object is "
-                              f"{'shorter' if held[1] < version.size else 'longer'} than its listing says; "
-                              "nothing of it is served")
-        version.pin(held[0], where)
-        return DiskCache.identity(obj[0], obj[1], held[0])
+        tag = held[0]
+        if version is not None:
+            if version.size is not None and held[1] != version.size:
+                raise RemoteError(f"{where}: S3 holds {held[1]} bytes, {version.size} are listed: the object is "
+                                  f"{'shorter' if held[1] < version.size else 'longer'} than its listing says; "
+                                  "nothing of it is served")
+            version.pin(tag, where)
+        return DiskCache.identity(obj[0], obj[1], tag.key) if tag.key else None
 
     def near(self) -> bool:
         """Whether S3 answers quickly (NEAR_LINK). Not known before the first GET: remote until then, since

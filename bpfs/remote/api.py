@@ -267,7 +267,7 @@ class ApiClient:
         """Every object of a collection, in pages; a bare list is the whole collection.
 
         A server may page fewer than asked: its first page tells how many a page holds (20 or more), and
-        without a count its `meta.next` tells whether another page follows (a page of 10 is then not the last).
+        without a count a `meta.next` link says another page follows (a page of 10 is then not the last).
         A broken server cannot make this loop: a page that repeats only what was seen, more pages
         than `total_count` could need at that size, more than MAX_LIST_OBJECTS objects or
         MAX_LIST_BYTES bytes, or pages beyond `list_bound` seconds stop it with an error.
@@ -321,10 +321,13 @@ class ApiClient:
                     log.warning("GET %s: %d of the %d records announced (some were deleted while paging?)",
                                 resource, len(objects), total)
                 return objects
-            more = _next(body.get("meta"))  # Tastypie's meta.next: a link while pages follow, else null
-            if total is None and (more is False or (len(page) < per_page and not more)):
+            more = _next(body.get("meta"))  # Tastypie's meta.next: a link while pages follow
+            if total is None and len(page) < per_page and not more:
                 return objects  # no usable count: a short page is the last one, unless the server links on
             if total is not None and len(objects) >= total:
+                if more:
+                    log.warning("GET %s: the API counts %d records but links to a next page; listed %d",
+                                resource, total, len(objects))
                 return objects
             if page_number >= max_pages:
                 raise RemoteError(f"GET {resource}: {page_number} pages did not deliver the {total} records the "
@@ -505,11 +508,10 @@ def _count(meta: object) -> int | None:
     return value if value >= 0 else None
 
 
-def _next(meta: object) -> bool | None:
-    """Whether the server says another page follows (meta.next); None when it does not say."""
-    if not isinstance(meta, dict) or "next" not in meta:
-        return None
-    return isinstance(meta["next"], str) and bool(meta["next"].strip())
+def _next(meta: object) -> bool:
+    """Whether the server links to another page (meta.next). Only a link counts: a null one ends nothing that
+    a full page would go on from (a server may send null always)."""
+    return isinstance(meta, dict) and isinstance(meta.get("next"), str) and bool(meta["next"].strip())
 
 
 def _identity(obj: dict) -> object:

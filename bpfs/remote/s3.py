@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import boto3
 import botocore.exceptions
@@ -99,49 +100,71 @@ class ObjectChanged(RemoteError):
     the bytes read so far are of the old object, so nothing more of the new one may follow them."""
 
 
+@dataclass(frozen=True)
+class Tag:
+    """What tells one version of an object from another in one answer: its ETag's opaque value (weak or strong
+    alike: a proxy may weaken it), whether it was strong (only then can it go in If-Match), and Last-Modified,
+    which stands in only where no ETag is sent (some servers stamp every answer with the time)."""
+
+    etag: str = ""
+    strong: bool = False
+    modified: str = ""
+
+    @property
+    def key(self) -> str:
+        """What disk blocks are keyed by; "" when the answer carries nothing that tells versions apart."""
+        return self.etag or (f"LM:{self.modified}" if self.modified else "")
+
+
 class Version:
     """What the readers of one object expect it to be: `size`, the size bpfs lists (every GET's Content-Range
     total must be that: an object shorter or longer than listed gives EIO, never a file cut short, padded or
-    truncated), and its ETag, pinned by the first answer (later GETs send If-Match, so one file never gets
+    truncated), and its Tag, pinned by the first answer (later GETs send If-Match, so one file never gets
     a mix of an old and a new object's bytes). `changed` once the server said it is another object now."""
 
     def __init__(self, size: int | None) -> None:
         self.size = size
         self.etag: str | None = None
+        self.strong = False
+        self.modified: str | None = None
         self.changed = False
         self.open_files = 0  # files reading it now, and when the last one closed (see Prefetcher.open)
         self.idle_since = time.monotonic()
         self._lock = threading.Lock()
 
-    def pin(self, etag: str, where: str) -> None:
-        """Take the ETag of an answer: the first one pins it; another one means the object was replaced
-        (a server that does not honour If-Match)."""
-        if not etag:
-            return
+    def pin(self, tag: Tag, where: str) -> None:
+        """Take an answer's Tag: the first pins it; a different one means the object was replaced (a server
+        that does not honour If-Match, or one without ETags). Two answers are compared by ETag when both
+        carry one, else by Last-Modified when neither does; one with an ETag and one without (a proxy that
+        drops it now and then) cannot be told apart and pass."""
         with self._lock:
-            if self.etag is None:
-                self.etag = etag
-            if etag == self.etag:
+            if self.etag is None and tag.etag:
+                self.etag, self.strong = tag.etag, tag.strong
+            if self.modified is None and tag.modified:
+                self.modified = tag.modified
+            if tag.etag:
+                same = tag.etag == self.etag
+            else:
+                same = not tag.modified or self.etag is not None or tag.modified == self.modified
+            if same:
                 return
             self.changed = True
-        raise ObjectChanged(f"{where}: changed on the server while being read (ETag {self.etag}, now {etag}); "
-                            "open the file again")
+        raise ObjectChanged(f"{where}: changed on the server while being read (was {self.etag or self.modified}, "
+                            f"now {tag.etag or tag.modified}); open the file again")
 
     def if_match(self) -> dict[str, str]:
-        """If-Match for a strong ETag; a weak one (W/"...") never matches under If-Match's strong comparison,
-        nor does a Last-Modified stand-in: those are compared on each answer instead (see pin)."""
-        strong = self.etag and not self.etag.startswith(("W/", "LM:"))
-        return {"IfMatch": f'"{self.etag}"'} if strong else {}
+        """If-Match for a strong ETag; a weak one never matches under If-Match's strong comparison: those,
+        and Last-Modified, are compared on each answer instead (see pin)."""
+        return {"IfMatch": f'"{self.etag}"'} if self.etag and self.strong else {}
 
 
-def _validator(response: dict) -> str:
-    """What tells one version of an object from another: its ETag (quotes dropped; a weak one kept whole),
-    or, from a server or proxy that sends none, its Last-Modified time ("LM:..."); "" when neither is sent."""
+def _tag(response: dict) -> Tag:
+    """An answer's Tag: the ETag without its quotes or weak marker, and Last-Modified."""
     etag = str(response.get("ETag") or "").strip()
-    if etag:
-        return etag if etag.startswith("W/") else etag.strip('"')
+    weak = etag.startswith("W/")
     modified = response.get("LastModified")
-    return f"LM:{modified.isoformat() if hasattr(modified, 'isoformat') else modified}" if modified else ""
+    return Tag(etag.removeprefix("W/").strip('"'), bool(etag) and not weak,
+               (modified.isoformat() if hasattr(modified, "isoformat") else str(modified)) if modified else "")
 
 
 def _bound_replies(client: object, bound: float) -> None:
@@ -290,7 +313,7 @@ class ObjectClient:
                         raise RemoteError(f"{where}: S3 holds {total} bytes, {version.size} are listed: the object "
                                           f"is {'shorter' if total < version.size else 'longer'} than its listing "
                                           "says; nothing of it is served")
-                    version.pin(_validator(response), where)
+                    version.pin(_tag(response), where)
             except RemoteError:
                 _finish(body, complete=False)  # not one byte of it is read: a 200 may be the whole object
                 raise
@@ -387,7 +410,7 @@ class ObjectClient:
                 return self._sizes[(bucket, key)]
         return self.head(bucket, key)[0]
 
-    def head(self, bucket: str | None, key: str) -> tuple[int, str]:
+    def head(self, bucket: str | None, key: str) -> tuple[int, Tag]:
         bucket = self._bucket(bucket)
         self.stats.add("s3_requests")
         try:
@@ -407,7 +430,7 @@ class ObjectClient:
                               "unknown")
         with self._sizes_lock:
             self._sizes[(bucket, key)] = size
-        return size, _validator(response)
+        return size, _tag(response)
 
     def _error(self, exc: botocore.exceptions.ClientError, op: str, bucket: str, key: str) -> BpfsError:
         self.stats.add("s3_errors")
@@ -473,6 +496,10 @@ class ObjectClient:
         bucket = self._bucket(bucket)
         response = self._write_call(f"UploadPart {number}", bucket, key, self.client.upload_part,
                                     UploadId=upload_id, PartNumber=number, Body=body)
+        if not response.get("ETag"):  # an answer cut off in its headers (see watchdog.bounded_replies)
+            self.stats.add("s3_errors")
+            raise RemoteError(f"UploadPart {number} s3://{bucket}/{key}: S3's answer has no ETag (cut off?); the "
+                              "part is not known to be stored")
         return str(response["ETag"])
 
     def complete_multipart_upload(self, bucket: str | None, key: str, upload_id: str,
