@@ -347,6 +347,22 @@ def test_a_request_refused_while_a_reader_holds_it_open_fails_its_close(make_mou
         reader.wait()
 
 
+def test_a_lost_answer_never_puts_a_file_into_another_clients_sample(make_mount, tmp_path):
+    """Someone else made a sample of the same name, on another genome, a moment before; our POST samples
+    fails (502, nothing made): the copy fails, it does not go into theirs (it went in with exit 0)."""
+    m = make_mount(options=("genome=mm10",))
+    emu = m.emulator
+    name = unique("twinname")
+    with emu.state.lock:
+        hg19 = emu.state.genome_by_name("hg19")["id"]
+        theirs = emu.state.create_sample({"name": name, "genome": hg19})["id"]
+    src = make_file(tmp_path / f"{name}.fastq", 1000)
+    emu.faults_api.add(method="POST", path=r"/samples/?$", status=502)
+    result = cp(src, m.path / "samples" / "new", check=False)
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    assert uploads_of(emu, theirs) == []
+
+
 # -- the way back: rm -----------------------------------------------------------------------------------------
 def test_rm_removes_an_uploaded_file_and_a_sample_left_empty(make_mount, tmp_path):
     m = make_mount()

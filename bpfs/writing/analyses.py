@@ -170,15 +170,19 @@ class AnalysisRequests:
                      sent: float, where: str) -> dict:
         """After a POST that got no answer: the analysis the server started all the same, or the error. Only
         one that is this request in every part the record shows (workflow, samples, controls, the node
-        parameters it echoes) is taken: the same workflow on the same samples with other parameters, from
-        another client a moment before, is not the user's analysis."""
+        parameters and the info it echoes, the instance type) is taken: the same workflow on the same samples
+        with other parameters, from another client a moment before, is not the user's analysis."""
         what = f"an analysis of workflow {workflow} on samples {', '.join(map(str, samples))}"
 
         def ours(a: Analysis) -> bool:
             shown = a.raw.get("params") if isinstance(a.raw.get("params"), dict) else {}
+            info = shown.get("info") if isinstance(shown.get("info"), dict) else {}
+            sent_info = params.get("info") or {}
             return a.workflow == workflow and sorted(a.samples) == sorted(samples) and \
                 sorted(filter(None, map(fk_id, a.raw.get("controls") or []))) == sorted(controls) and \
-                (shown.get("node") or {}) == (params.get("node") or {})
+                (shown.get("node") or {}) == (params.get("node") or {}) and \
+                info.get("instance_type") == sent_info.get("instance_type") and \
+                all(info.get(k) == v for k, v in sent_info.items())  # the server adds keys of its own
 
         found = self.adopter.made_anyway(self.api.analyses, ours, sent, what)
         self.catalog.analyses_changed(found.id if found else None)

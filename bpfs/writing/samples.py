@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from bpfs.errors import BpfsError, NotFound, RemoteError
 from bpfs.remote.api import ApiClient
-from bpfs.remote.records import Genome, fk_id
+from bpfs.remote.records import Genome, Sample, fk_id
 from bpfs.tree.catalog import Catalog
 from bpfs.writing.jsonfile import read_object
 from bpfs.writing.lost_replies import Adopter, maybe_made, unanswered
@@ -150,7 +150,9 @@ class SampleRecords:
     # -- sample records ----------------------------------------------------------------------------
     def create_sample(self, name: str, settings: dict) -> int:
         """POST the sample (§8 step 2) with the mount's defaults under `settings`; its id."""
-        body = self._sample_body(name, {**self.defaults(), **settings})
+        merged = {**self.defaults(), **settings}
+        body = self._sample_body(name, merged)
+        genome = self.genome(merged["genome"], name) if merged.get("genome") is not None else None
         sent = time.time()
         try:
             sample_id = self.api.create("samples", body)
@@ -158,11 +160,13 @@ class SampleRecords:
         except RemoteError as exc:
             if not unanswered(exc):
                 raise
-            # a sample of that name and data type, with no file yet, made since: another client's one, made
-            # the same minute with the same name, cannot be told apart (the log names the sample taken)
-            found = self.adopter.made_anyway(
-                self.api.samples, lambda s: s.name == name and s.datatype == body["datatype"] and not s.uploads,
-                sent, f"sample {name!r}")
+            # a sample of that name, data type and genome, with no file yet, made since: another client's
+            # one, made the same minute with the same settings, cannot be told apart (the log names it)
+            def ours(s: Sample) -> bool:
+                return s.name == name and s.datatype == body["datatype"] and not s.uploads and \
+                    (genome is None or bool(_genomes(s) & {str(genome.id), genome.name}))
+
+            found = self.adopter.made_anyway(self.api.samples, ours, sent, f"sample {name!r}")
             if found is None:
                 raise maybe_made(exc, f"sample {name!r}", "samples/") from None
             log.warning("POST samples: %s; the server had created sample %d (%s) all the same: using it",
@@ -265,3 +269,14 @@ class SampleRecords:
             pass  # gone already
         finally:
             self.catalog.samples_changed(sample_id)
+
+
+def _genomes(sample: Sample) -> set[str]:
+    """Every way the record names its genome (a v1 name or URI, a v3 id, `genome_name`)."""
+    out = {sample.genome} if sample.genome else set()
+    for value in (sample.raw.get("genome"), sample.raw.get("genome_name")):
+        if isinstance(value, dict):
+            value = value.get("id") or value.get("name")
+        if value is not None and not isinstance(value, bool):
+            out.add(str(fk_id(value) or value))
+    return out

@@ -141,7 +141,15 @@ def test_a_request_whose_answer_is_lost_is_not_started_twice(make_fs, dialect):
                                   "params": {"node": {"star": {"outFilterMultimapNmax": 50}}}})
     assert raised.value.errno == errno.EIO
     assert "error" in json.loads(fs.read_text("analyses/new/mine.json"))
-    assert analyses_ids(emu) == before | {new, again, theirs}
+    # the same parameters, but another instance type: not ours either
+    with emu.state.lock:
+        bigger = emu.state.create_analysis({"workflow": 7, "samples": [sample], "instance": "c5.9xlarge",
+                                            "params": {"info": {"instance_type": "c5.9xlarge"}}})["id"]
+    emu.faults_api.add(method="POST", path=r"/analyses/?$", status=502)
+    with pytest.raises(OSError) as raised:
+        request(fs, "small.json", {"workflow": 7, "samples": [sample], "instance": "c5.xlarge"})
+    assert raised.value.errno == errno.EIO
+    assert analyses_ids(emu) == before | {new, again, theirs, bigger}
 
 
 def test_a_request_removed_while_being_written_is_never_sent(fs):
