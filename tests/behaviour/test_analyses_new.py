@@ -29,6 +29,14 @@ def request(fs, name: str, body: dict | bytes) -> None:
     fs.write_bytes(f"analyses/new/{name}", body if isinstance(body, bytes) else json.dumps(body).encode())
 
 
+def half_written(fs, path: str) -> tuple[int, bytes]:
+    """A valid request's file, open for writing with its first 10 bytes written: (the descriptor, the body)."""
+    body = json.dumps({"workflow": 7, "samples": [a_sample(fs.emulator)]}).encode()
+    writer = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fs.write_fd(writer, body[:10])
+    return writer, body
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_a_request_starts_an_analysis_and_reads_as_its_record(make_fs, dialect):
     fs = make_fs("running_ttl=1", dialect=dialect)
@@ -93,12 +101,9 @@ def test_a_readers_close_sends_nothing_while_the_request_is_being_written(fs):
     """`cat` of a request file while its writer is still writing: the reader's close and release leave the
     half-written request alone; the writer's close sends it, once."""
     emu = fs.emulator
-    sample = a_sample(emu)
     before = analyses_ids(emu)
     path = "analyses/new/slow.json"
-    body = json.dumps({"workflow": 7, "samples": [sample]}).encode()
-    writer = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    fs.write_fd(writer, body[:10])
+    writer, body = half_written(fs, path)
     reader = fs.open(path, os.O_RDONLY)
     assert fs.read_fd(reader, 100, 0) == body[:10]
     fs.close(reader)
@@ -154,12 +159,9 @@ def test_a_request_whose_answer_is_lost_is_not_started_twice(make_fs, dialect):
 
 def test_a_request_removed_while_being_written_is_never_sent(fs):
     emu = fs.emulator
-    sample = a_sample(emu)
     before = analyses_ids(emu)
     path = "analyses/new/changed-my-mind.json"
-    body = json.dumps({"workflow": 7, "samples": [sample]}).encode()
-    writer = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    fs.write_fd(writer, body[:10])
+    writer, body = half_written(fs, path)
     fs.unlink(path)
     fs.write_fd(writer, body[10:])
     fs.close(writer)
